@@ -1,0 +1,20 @@
+"""cnnlab: convolutional networks on small images, in the vocabulary of the classic chapter."""
+
+from .layers import BatchNorm, Conv, ConvPool, FullyConnected, LocallyConnected, Pool, Softmax
+from .network import Network
+from .train import TrainConfig, TrainResult, fit
+
+__all__ = [
+    "BatchNorm",
+    "Conv",
+    "ConvPool",
+    "FullyConnected",
+    "LocallyConnected",
+    "Network",
+    "Pool",
+    "Softmax",
+    "TrainConfig",
+    "TrainResult",
+    "fit",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,383 @@
+"""`cnnlab …`: the command line. It parses, calls the library and prints; nothing more.
+
+Bad input of any kind ends in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import data as datasets
+from .arch import HELP as ARCH_HELP
+from .arch import format_arch, parse_arch
+from .errors import CnnlabError
+from .images import load_digit
+from .network import Network
+from .presets import DEFAULT, PRESETS, get_preset
+from .train import (
+    CHECKPOINT,
+    MODEL,
+    PRECISIONS,
+    SCHEDULES,
+    TrainConfig,
+    accuracy,
+    fit,
+    pick_device,
+    read_run,
+)
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line, pointing to --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DEPTHxHEIGHTxWIDTH") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DEPTHxHEIGHTxWIDTH")
+    return shape
+
+
+# ---- train --------------------------------------------------------------------------------
+TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--dataset", {"choices": datasets.DATASETS, "help": "data set (default mnist)"}),
+    (
+        "--split",
+        {
+            "choices": datasets.SPLITS,
+            "help": "nielsen: 50k/10k/10k as the chapter; standard: 60k minus --validation",
+        },
+    ),
+    (
+        "--validation",
+        {
+            "type": int,
+            "metavar": "N",
+            "help": "standard split: hold out the last N training images (0: none)",
+        },
+    ),
+    ("--train-subset", {"type": int, "metavar": "N", "help": "train on the first N images only"}),
+    ("--epochs", {"type": int}),
+    ("--batch-size", {"type": int, "help": "mini-batch size m"}),
+    ("--lr", {"type": float, "help": "learning rate η"}),
+    ("--schedule", {"choices": SCHEDULES, "help": "learning-rate schedule"}),
+    ("--optimizer", {"choices": ("sgd", "adam")}),
+    ("--momentum", {"type": float}),
+    ("--l2", {"type": float, "help": "L2 regularisation λ, as in the chapter (decay η·λ·m/n)"}),
+    ("--label-smoothing", {"type": float}),
+    ("--seed", {"type": int}),
+    ("--device", {"choices": ("auto", "cpu", "cuda")}),
+    ("--precision", {"choices": PRECISIONS, "help": "bf16/fp16 mixed precision (fp32 weights)"}),
+]
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    presets = "\n".join(f"  {p.name:<12} {p.description}" for p in PRESETS.values())
+    p = commands.add_parser(
+        "train",
+        help="train a network and report its test accuracy",
+        description="Train a network on MNIST (or Fashion-MNIST) with mini-batch SGD. The last"
+        " line printed is the test accuracy at the epoch of best validation accuracy.",
+        epilog=f"presets:\n{presets}\n\n--arch, the short form of a network:\n\n{ARCH_HELP}\n"
+        "With --arch and no --preset, settings start from the chapter's: SGD, mini-batch 10,"
+        " η = 0.1, 10 epochs, the nielsen split.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", help=f"a named network with its settings (default {DEFAULT})")
+    which.add_argument("--arch", metavar="SPEC", help="a network in the short form (see below)")
+    for flag, options in TRAIN_OPTIONS:
+        p.add_argument(flag, **options)
+    p.add_argument("--dropout", type=float, help="dropout on the input of every fc/softmax layer")
+    p.add_argument(
+        "--faithful",
+        action="store_true",
+        help="network3.py's conventions: its init, no reshuffle, dropout scaled at test",
+    )
+    p.add_argument(
+        "--kernels",
+        choices=("native", "explicit"),
+        default="native",
+        help="native PyTorch ops, or the readable explicit backprop kernels",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for checkpoint, model and metrics log (default runs/NAME-TIME)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_train)
+
+
+def _train_setup(args: argparse.Namespace) -> tuple[str, dict[str, Any], TrainConfig]:
+    """(name, spec, config) of the run the arguments ask for."""
+    overrides = {
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        for flag, _ in TRAIN_OPTIONS
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.faithful:
+        overrides["faithful"] = True
+    if args.resume:
+        if args.out is None:
+            raise CnnlabError("--resume needs --out DIR, the folder of the run to continue")
+        spec, config = read_run(args.out)
+        for key in ("epochs", "device"):  # what may change between sessions
+            if key in overrides:
+                setattr(config, key, overrides[key])
+        return Path(args.out).name, spec, config
+    if args.arch:
+        name, settings, layers = "arch", {}, parse_arch(args.arch)
+    else:
+        preset = get_preset(args.preset or DEFAULT)
+        name, settings, layers = preset.name, preset.settings, parse_arch(preset.arch)
+    if args.dropout is not None:
+        layers = [
+            {**layer, "dropout": args.dropout} if layer["type"] in ("fc", "softmax") else layer
+            for layer in layers
+        ]
+    return (
+        name,
+        {"input": [1, 28, 28], "layers": layers},
+        TrainConfig.from_dict({**settings, **overrides}).check(),
+    )
+
+
+def _train(args: argparse.Namespace) -> None:
+    name, spec, config = _train_setup(args)
+    out = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if not args.resume and (out / CHECKPOINT).exists():
+        raise CnnlabError(
+            f"{out} already holds a run: add --resume to continue it, or pick another --out"
+        )
+    network = Network.create(spec, seed=config.seed, faithful=config.faithful, kernels=args.kernels)
+    data = datasets.load_splits(
+        config.dataset, config.split, config.validation, config.train_subset, log=_info
+    )
+    device = pick_device(config.device)
+    val = f"{len(data.validation):,} validation, " if data.validation else ""
+    _info(
+        f"{name}: {format_arch(spec['layers'])}  ({sum(p.numel() for p in network.parameters()):,}"
+        f" parameters)\n{data.name}: {len(data.train):,} train, {val}{len(data.test):,} test;"
+        f" {config.epochs} epochs of mini-batch {config.batch_size},"
+        f" η={config.lr:g}, λ={config.l2:g} on {device.type} ({config.precision}, {args.kernels} kernels); saving to {out}"
+    )
+    try:
+        result = fit(
+            network,
+            data,
+            config,
+            out,
+            resume=args.resume,
+            progress=not args.quiet and sys.stderr.isatty(),
+            log=print,
+        )
+    except KeyboardInterrupt:
+        raise CnnlabError(
+            f"interrupted; the last finished epoch is saved: continue with"
+            f" `cnnlab train --out {out} --resume`"
+        ) from None
+    chosen = (
+        f"at epoch {result.best_epoch}, best validation {result.best_validation:.2%}"
+        if result.best_validation is not None
+        else f"after epoch {result.best_epoch}"
+    )
+    print(f"test accuracy: {result.test_accuracy:.2%} ({chosen}; model in {out / MODEL})")
+
+
+# ---- evaluate, predict, summary, presets ------------------------------------------------------
+def _checkpoint(path: str) -> Path:
+    """A checkpoint file, or the model file of a run folder."""
+    candidate = Path(path)
+    return candidate / MODEL if candidate.is_dir() else candidate
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    network, meta = Network.load(_checkpoint(args.checkpoint))
+    config = TrainConfig.from_dict(meta.get("config", {}))
+    network.to(pick_device(args.device))
+    name = args.dataset or meta.get("dataset", "mnist")
+    data = datasets.load_splits(name, config.split, config.validation, log=_info)
+    if data.validation is not None:
+        print(f"validation accuracy: {accuracy(network, data.validation):.2%}")
+    print(f"test accuracy: {accuracy(network, data.test):.2%} ({name}, {len(data.test):,} images)")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import torch
+
+    network, meta = Network.load(_checkpoint(args.checkpoint))
+    if network.input_shape != (1, 28, 28):
+        raise CnnlabError(f"this network takes {network.input_shape} input, not 28×28 grey digits")
+    classes = meta.get("classes") or [str(i) for i in range(network.classes)]
+    images = torch.stack([load_digit(path) for path in args.images])
+    probabilities = network.predict_proba(images)
+    for path, p in zip(args.images, probabilities):
+        top = p.topk(min(args.top, len(p)))
+        ranked = ", ".join(f"{classes[i]} {v:.1%}" for v, i in zip(top.values, top.indices))
+        print(f"{path}: {classes[top.indices[0]]}  ({ranked})")
+
+
+def _summary(args: argparse.Namespace) -> None:
+    if args.checkpoint:
+        network, _ = Network.load(_checkpoint(args.checkpoint))
+    else:
+        layers = (
+            parse_arch(args.arch)
+            if args.arch
+            else parse_arch(get_preset(args.preset or DEFAULT).arch)
+        )
+        network = Network.from_spec({"input": list(args.input), "layers": layers})
+    print(network.summary())
+
+
+def _presets(args: argparse.Namespace) -> None:
+    for p in PRESETS.values():
+        published = f"published {p.published:.2%}" if p.published else "no chapter figure"
+        print(f"{p.name:<12} {published:<18} {p.arch}\n{'':<12} {p.description}")
+
+
+# ---- data ---------------------------------------------------------------------------------
+def _data_fetch(args: argparse.Namespace) -> None:
+    arrays, source = datasets.fetch(args.name, from_dir=args.from_dir, force=args.force, log=_info)
+    print(
+        f"{args.name}: {len(arrays['train_labels']):,} train + {len(arrays['test_labels']):,}"
+        f" test images from {source}, cached in {datasets.cache_path(args.name)}"
+    )
+
+
+def _data_info(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    arrays, source = datasets.fetch(args.name, log=_info)
+    print(f"{args.name}  (source: {source}; cache: {datasets.cache_path(args.name)})")
+    classes = datasets.CLASS_NAMES[args.name]
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        counts = np.bincount(labels, minlength=len(classes))
+        print(
+            f"  {part}: {len(labels):,} images of {images.shape[1]}×{images.shape[2]} uint8,"
+            f" mean pixel {images.mean() / 255:.3f}"
+        )
+        print("    per class: " + ", ".join(f"{c} {n:,}" for c, n in zip(classes, counts)))
+    print(
+        "  splits: nielsen = 50,000 train / 10,000 validation / 10,000 test;"
+        " standard = 60,000 − validation / 10,000 test"
+    )
+
+
+# ---- the parser and main --------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cnnlab",
+        description="Convolutional networks on small images: train the chapter's networks,"
+        " look inside them, use them.",
+        epilog="Start with `cnnlab train` (the default network, about a minute on a laptop CPU),"
+        " then `cnnlab presets`. `cnnlab COMMAND --help` explains each command.",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    _add_train(commands)
+
+    p = commands.add_parser("evaluate", help="test accuracy of a saved network")
+    p.add_argument("checkpoint", help="a .safetensors file, or a run folder")
+    p.add_argument(
+        "--dataset", choices=datasets.DATASETS, help="default: the one it was trained on"
+    )
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser(
+        "predict",
+        help="classify digit images (PNG/JPEG)",
+        description="Each image is preprocessed as MNIST was: grey, inverted"
+        " if its background is light, fitted into 20×20, centred by mass"
+        " in 28×28.",
+    )
+    p.add_argument("checkpoint", help="a .safetensors file, or a run folder")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=3, help="how many classes to show per image")
+    p.set_defaults(run=_predict)
+
+    p = commands.add_parser(
+        "summary",
+        help="layers, shapes, parameters, FLOPs, receptive fields",
+        epilog=ARCH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("checkpoint", nargs="?", help="a .safetensors file, or a run folder")
+    which.add_argument("--preset")
+    which.add_argument("--arch", metavar="SPEC")
+    p.add_argument(
+        "--input",
+        type=_shape,
+        default=(1, 28, 28),
+        metavar="DxHxW",
+        help="input shape for --arch/--preset (default 1x28x28; e.g. 3x32x32)",
+    )
+    p.set_defaults(run=_summary)
+
+    p = commands.add_parser("presets", help="list the named networks")
+    p.set_defaults(run=_presets)
+
+    data = commands.add_parser("data", help="fetch and describe data sets")
+    data_commands = data.add_subparsers(
+        dest="data_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    p = data_commands.add_parser("fetch", help="get a data set into the cache (verified)")
+    p.add_argument("name", choices=datasets.DATASETS)
+    p.add_argument("--from", dest="from_dir", metavar="DIR", help="a folder of the 4 IDX files")
+    p.add_argument("--force", action="store_true", help="fetch again even if cached")
+    p.set_defaults(run=_data_fetch)
+    p = data_commands.add_parser("info", help="sizes, classes and source of a data set")
+    p.add_argument("name", choices=datasets.DATASETS)
+    p.set_defaults(run=_data_info)
+    return parser
+
+
+def _info(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cnnlab` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except CnnlabError as exc:
+        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not the user's fault: still no traceback unless asked
+        if os.environ.get("CNNLAB_DEBUG"):
+            raise
+        print(
+            f"cnnlab: internal error: {type(exc).__name__}: {exc}"
+            " (run with CNNLAB_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Network: a list of layers plus an input shape, described by one JSON-able spec.
+
+The spec ``{"input": [1, 28, 28], "layers": [{"type": "conv", ...}, ...]}`` is
+what presets are written in, what ``--arch`` is parsed into, and what a
+checkpoint stores beside its weights, so a saved network rebuilds itself.
+Checkpoints are safetensors files whose header carries the spec as JSON:
+no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from .errors import CheckpointError, SpecError
+from .files import write_atomically
+from .kernels import get_ops
+from .layers import DROPOUT_STYLES, Conv, ConvPool, Layer, LocallyConnected, Shape, Softmax
+from .layers import layer_from_spec as _layer_from_spec
+
+FORMAT_VERSION = 1
+METADATA_KEY = "cnnlab"
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One line of ``Network.summary()``."""
+
+    name: str
+    output_shape: Shape
+    parameters: int
+    formula: str
+    flops: int
+    receptive_field: str
+
+
+def _shape_text(shape: Shape) -> str:
+    return "×".join(str(s) for s in shape)
+
+
+class Network(nn.Module):
+    """A feed-forward network of cnnlab layers; ``forward`` returns the output layer's logits."""
+
+    def __init__(
+        self,
+        layers: list[Layer],
+        input_shape: Shape = (1, 28, 28),
+        kernels: str = "native",
+        dropout_style: str = "inverted",
+    ) -> None:
+        super().__init__()
+        if not layers:
+            raise SpecError("a network needs at least one layer")
+        if dropout_style not in DROPOUT_STYLES:
+            raise SpecError(f"unknown dropout style {dropout_style!r}")
+        self.input_shape = tuple(input_shape)
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise SpecError(f"input shape must be depth×height×width, got {input_shape}")
+        self.layers = nn.ModuleList(layers)
+        shape: Shape = self.input_shape
+        for index, layer in enumerate(layers, 1):
+            try:
+                shape = layer.build(shape)
+            except SpecError as exc:
+                raise SpecError(f"layer {index}: {exc}") from None
+            layer.dropout_style = dropout_style
+        self.dropout_style = dropout_style
+        self.use_kernels(kernels)
+
+    # ---- the one description -------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], kernels: str = "native") -> Network:
+        """Build a network from its spec dict; a SpecError says what is wrong."""
+        if not isinstance(spec, dict) or "layers" not in spec or "input" not in spec:
+            raise SpecError("a network spec needs 'input' (e.g. [1, 28, 28]) and 'layers'")
+        layers = spec["layers"]
+        if not isinstance(layers, list):
+            raise SpecError("'layers' must be a list of layer objects")
+        try:
+            input_shape = tuple(int(s) for s in spec["input"])
+        except (TypeError, ValueError):
+            raise SpecError(f"bad input shape {spec['input']!r}") from None
+        return cls(
+            [_layer_from_spec(layer) for layer in layers],
+            input_shape,
+            kernels=kernels,
+            dropout_style=spec.get("dropout_style", "inverted"),
+        )
+
+    @classmethod
+    def create(
+        cls, spec: dict[str, Any], seed: int = 0, faithful: bool = False, kernels: str = "native"
+    ) -> Network:
+        """A freshly initialised network, the same for the same seed.
+
+        ``faithful`` uses network3.py's initialisation and its dropout (scale at test time).
+        """
+        torch.manual_seed(seed)
+        if faithful:
+            spec = {**spec, "dropout_style": "network3"}
+        network = cls.from_spec(spec, kernels=kernels)
+        if faithful:
+            network.init_network3()
+        return network
+
+    def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "input": list(self.input_shape),
+            "layers": [layer.spec() for layer in self.layers],
+        }
+        if self.dropout_style != "inverted":
+            spec["dropout_style"] = self.dropout_style
+        return spec
+
+    @property
+    def classes(self) -> int:
+        last = self.layers[-1]
+        return last.units if isinstance(last, Softmax) else math.prod(last.out_shape)
+
+    def use_kernels(self, kernels: str) -> None:
+        """Switch every layer to "native" or "explicit" kernels; weights are unchanged."""
+        ops = get_ops(kernels)
+        self.kernels, self.ops = kernels, ops
+        for layer in self.modules():
+            if isinstance(layer, Layer):
+                layer.ops = ops
+
+    def init_network3(self) -> None:
+        """Re-initialise all parameters as the chapter's network3.py does."""
+        for layer in self.layers:
+            layer.init_network3()
+
+    # ---- running it ----------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def activations(self, x: Tensor) -> list[Tensor]:
+        """The output of every layer for a batch x (the last one is the logits)."""
+        outputs = []
+        for layer in self.layers:
+            x = layer(x)
+            outputs.append(x)
+        return outputs
+
+    @torch.inference_mode()
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """Class probabilities for a batch of images (float, scaled to [0, 1])."""
+        self.eval()
+        return torch.softmax(self(x).float(), dim=1)
+
+    # ---- describing it -------------------------------------------------------------------
+    def summary_rows(self) -> list[SummaryRow]:
+        """Per layer: output shape, parameters (and how they arise), FLOPs, receptive field.
+
+        The receptive field is the size of the input region one unit of the
+        layer depends on: r += (k − 1)·j and j *= s for each window of size k
+        and stride s along the way (j = distance on the input between units).
+        """
+        rows = [SummaryRow("input", self.input_shape, 0, "", 0, "1×1")]
+        field, jump, whole = 1, 1, False
+        for layer in self.layers:
+            for size, stride in layer.windows():
+                field += (size - 1) * jump
+                jump *= stride
+            whole = whole or layer.sees_whole_input
+            rf = "whole input" if whole else f"{field}×{field}"
+            rows.append(
+                SummaryRow(
+                    _describe(layer),
+                    layer.out_shape,
+                    layer.parameter_count(),
+                    layer.parameter_formula(),
+                    layer.flops(),
+                    rf,
+                )
+            )
+        return rows
+
+    def summary(self) -> str:
+        """A table of the layers, their shapes, parameter counts, FLOPs and receptive fields."""
+        rows = self.summary_rows()
+        header = ("layer", "output", "parameters", "= how", "FLOPs", "receptive field")
+        table = [header] + [
+            (
+                r.name,
+                _shape_text(r.output_shape),
+                f"{r.parameters:,}",
+                r.formula,
+                f"{r.flops:,}",
+                r.receptive_field,
+            )
+            for r in rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        total_params = sum(r.parameters for r in rows)
+        total_flops = sum(r.flops for r in rows)
+        lines.append(
+            f"total: {total_params:,} parameters, {total_flops:,} FLOPs per image"
+            f" (forward pass; a multiply-add counts 2)"
+        )
+        lines.extend(self._depth_notes())
+        return "\n".join(lines)
+
+    def _depth_notes(self) -> list[str]:
+        """Why a filter on a deep input has more weights than its window suggests."""
+        notes = []
+        for layer in self.layers:
+            if isinstance(layer, (Conv, ConvPool, LocallyConnected)) and layer.in_shape[0] > 1:
+                d, m, k = layer.in_shape[0], layer.maps, layer.size
+                notes.append(
+                    f"note: each filter of {_describe(layer)} spans the whole input depth {d}:"
+                    f" {m} × ({k}·{k}·{d} + 1) = {m * (k * k * d + 1):,} per position,"
+                    f" not {m} × ({k}·{k} + 1) = {m * (k * k + 1):,}"
+                )
+        return notes
+
+    # ---- saving it -----------------------------------------------------------------------
+    def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
+        """Write weights + spec (+ metadata) to a safetensors file, atomically."""
+        tensors = {name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}
+        save_tensors(path, tensors, {"spec": self.spec(), **(metadata or {})})
+
+    @classmethod
+    def load(cls, path: str | Path, kernels: str = "native") -> tuple[Network, dict[str, Any]]:
+        """Read a network saved by ``save``; returns it with the file's metadata."""
+        tensors, meta = load_tensors(path)
+        if "spec" not in meta:
+            raise CheckpointError(f"{path}: no network spec in this file")
+        network = cls.from_spec(meta["spec"], kernels=kernels)
+        weights = {
+            k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")
+        }
+        try:
+            network.load_state_dict(weights or tensors)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{path}: weights do not match the spec ({first})") from None
+        return network, meta
+
+
+def _describe(layer: Layer) -> str:
+    describe = getattr(layer, "describe", None)
+    if isinstance(layer, ConvPool):
+        return f"{describe()} + {layer.pool.pool_kind} pool {layer.pool.size}×{layer.pool.size}"
+    if describe is not None:
+        return describe()
+    if layer.kind == "pool":
+        return f"{layer.pool_kind} pool {layer.size}×{layer.size}" + (
+            f" stride {layer.stride}" if layer.stride != layer.size else ""
+        )
+    if layer.kind in ("fc", "softmax"):
+        return f"{layer.kind} {layer.units}"
+    return layer.kind
+
+
+def save_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> None:
+    """safetensors file with JSON metadata, written to a temp file and renamed into place."""
+    header = {METADATA_KEY: json.dumps({"format": FORMAT_VERSION, **metadata})}
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors and metadata of a cnnlab safetensors file; CheckpointError if it is not one."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder: name a .safetensors file in it")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable cnnlab checkpoint ({exc})") from None
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"{path} is a safetensors file but not a cnnlab checkpoint") from None
+    return tensors, meta

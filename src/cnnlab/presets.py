@@ -1,0 +1,105 @@
+"""Named networks with their training settings: the chapter's rows, LeNet-5, and ``fast``.
+
+The chapter's presets use its hyper-parameters (network3.py: mini-batch 10,
+60 epochs, η and λ as in the text, the 50k/10k/10k split) and report, as the
+chapter does, the test accuracy at the epoch of best validation accuracy.
+``--faithful`` adds network3's remaining conventions (see ``train.py``).
+Published accuracies are MNIST test accuracies from Nielsen, *Neural Networks
+and Deep Learning*, chapter 6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .arch import parse_arch
+from .errors import SpecError
+
+CHAPTER = {"epochs": 60, "batch_size": 10, "split": "nielsen", "schedule": "constant"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    arch: str
+    description: str
+    published: float | None = None  # the chapter's MNIST test accuracy, if it reports one
+    settings: dict[str, Any] = field(default_factory=dict)  # TrainConfig values
+
+    def spec(self, input_shape: tuple[int, ...] = (1, 28, 28)) -> dict[str, Any]:
+        return {"input": list(input_shape), "layers": parse_arch(self.arch)}
+
+
+PRESETS = {
+    p.name: p
+    for p in [
+        Preset(
+            "fast",
+            "conv20x5-bn-pool2-conv40x5-bn-pool2-fc100-softmax10",
+            "the default: the chapter's two conv layers with batch norm, one-cycle SGD, 2 epochs",
+            settings={
+                "epochs": 2,
+                "batch_size": 128,
+                "lr": 0.1,
+                "momentum": 0.9,
+                "nesterov": True,
+                "schedule": "onecycle",
+                "l2": 0.05,
+                "label_smoothing": 0.1,
+                "split": "standard",
+                "validation": 0,
+            },
+        ),
+        Preset(
+            "fc100",
+            "fc100:sigmoid-softmax10",
+            "the shallow baseline: one fully-connected hidden layer of 100 sigmoid units",
+            0.9780,
+            {**CHAPTER, "lr": 0.1},
+        ),
+        Preset(
+            "conv1",
+            "convpool20x5:sigmoid-fc100:sigmoid-softmax10",
+            "one conv-pool layer (20 maps of 5×5, max-pool 2×2), FC-100 sigmoid",
+            0.9878,
+            {**CHAPTER, "lr": 0.1},
+        ),
+        Preset(
+            "conv2",
+            "convpool20x5:sigmoid-convpool40x5:sigmoid-fc100:sigmoid-softmax10",
+            "two conv-pool layers (20 and 40 maps), FC-100 sigmoid",
+            0.9906,
+            {**CHAPTER, "lr": 0.1},
+        ),
+        Preset(
+            "conv2-relu",
+            "convpool20x5-convpool40x5-fc100-softmax10",
+            "conv2 with rectified linear units, η = 0.03, λ = 0.1",
+            0.9923,
+            {**CHAPTER, "lr": 0.03, "l2": 0.1},
+        ),
+        Preset(
+            "lenet5",
+            "conv6x5p2:tanh-avgpool2-conv16x5:tanh-avgpool2-fc120:tanh-fc84:tanh-softmax10",
+            "LeNet-5 (LeCun et al. 1998) for 28×28 input: padding 2 instead of a 32×32 frame,"
+            " full C3 connections, softmax instead of RBF outputs",
+            None,
+            {
+                "epochs": 20,
+                "batch_size": 32,
+                "lr": 0.05,
+                "momentum": 0.9,
+                "schedule": "cosine",
+                "split": "nielsen",
+            },
+        ),
+    ]
+}
+DEFAULT = "fast"
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise SpecError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
