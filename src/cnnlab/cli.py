@@ -175,7 +175,8 @@ def _train(args: argparse.Namespace) -> None:
         f"{name}: {format_arch(spec['layers'])}  ({sum(p.numel() for p in network.parameters()):,}"
         f" parameters)\n{data.name}: {len(data.train):,} train, {val}{len(data.test):,} test;"
         f" {config.epochs} epochs of mini-batch {config.batch_size},"
-        f" η={config.lr:g}, λ={config.l2:g} on {device.type} ({config.precision}, {args.kernels} kernels); saving to {out}"
+        f" η={config.lr:g}, λ={config.l2:g} on {device.type}"
+        f" ({config.precision}, {args.kernels} kernels); saving to {out}"
     )
     try:
         result = fit(
