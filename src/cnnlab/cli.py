@@ -359,7 +359,10 @@ def _info(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnnlab` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already reported in one line
+        return int(exc.code or 0)
     try:
         args.run(args)
     except CnnlabError as exc:

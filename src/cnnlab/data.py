@@ -188,6 +188,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             ("numpy", "ndarray"): np.ndarray,
             ("numpy", "dtype"): np.dtype,
             ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # as NumPy 2 writes it
         }
         if (module, name) in allowed:
             return allowed[(module, name)]

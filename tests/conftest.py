@@ -1,0 +1,39 @@
+"""Shared fixtures: MNIST (fetched once into the cache) and a small trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab.arch import parse_arch
+from cnnlab.data import Splits, load_splits
+from cnnlab.network import Network
+from cnnlab.train import TrainConfig, fit
+
+SMALL_ARCH = "conv8x5-pool2-fc32-softmax10"
+
+
+@pytest.fixture(scope="session")
+def mnist() -> Splits:
+    return load_splits("mnist", "nielsen")
+
+
+def small_network(seed: int = 0, arch: str = SMALL_ARCH) -> Network:
+    return Network.create({"input": [1, 28, 28], "layers": parse_arch(arch)}, seed=seed)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, mnist: Splits) -> Path:
+    """A run folder (checkpoint, model, metrics) of a small network trained on 3,000 images."""
+    out = tmp_path_factory.mktemp("run")
+    data = load_splits("mnist", "nielsen", train_subset=3000)
+    config = TrainConfig(epochs=2, batch_size=20, lr=0.05, momentum=0.9, schedule="onecycle")
+    fit(small_network(), data, config, out=out, progress=False, log=lambda line: None)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    torch.set_num_threads(2)

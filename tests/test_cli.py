@@ -1,0 +1,123 @@
+"""The command line: what it prints, and one clear line with exit status 2 for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.train import MODEL
+
+
+def run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_summary_prints_the_chapter_numbers(capsys):
+    status, out, _ = run(capsys, "summary", "--arch", "conv20x5-softmax10")
+    assert status == 0
+    assert "20×24×24" in out and "520" in out
+    status, out, _ = run(capsys, "summary", "--arch", "fc30-softmax10")
+    assert "23,550" in out
+    status, out, _ = run(capsys, "summary", "--arch", "conv6x5-softmax10", "--input", "3x32x32")
+    assert "456" in out and "not 6 × (5·5 + 1) = 156" in out
+
+
+def test_presets_lists_the_chapter_rows(capsys):
+    status, out, _ = run(capsys, "presets")
+    assert status == 0
+    for name, published in [("fc100", "97.80%"), ("conv1", "98.78%"), ("conv2", "99.06%"),
+                            ("conv2-relu", "99.23%")]:  # fmt: skip
+        assert name in out and published in out
+    assert "lenet5" in out and "fast" in out
+
+
+def save_digit(path, image: np.ndarray, dark_on_light: bool) -> None:
+    pixels = 255 - image if dark_on_light else image
+    big = Image.fromarray(pixels.astype(np.uint8)).resize((112, 112))
+    big.save(path)
+
+
+def test_predict_recognises_mnist_test_digits_saved_as_pictures(capsys, tmp_path, mnist,
+                                                                trained_run):  # fmt: skip
+    paths = []
+    for index in range(6):
+        path = tmp_path / f"digit{index}.png"
+        save_digit(path, mnist.test.images[index, 0].numpy(), dark_on_light=index % 2 == 0)
+        paths.append(path)
+    status, out, _ = run(capsys, "predict", trained_run, *paths)
+    assert status == 0
+    predicted = [line.split(": ")[1].split()[0] for line in out.splitlines()]
+    truth = [str(label) for label in mnist.test.labels[:6].tolist()]
+    assert sum(p == t for p, t in zip(predicted, truth)) >= 5
+
+
+def test_evaluate_reports_the_accuracy_of_a_saved_model(capsys, trained_run):
+    status, out, _ = run(capsys, "evaluate", trained_run / MODEL)
+    assert status == 0
+    accuracy = float(out.splitlines()[-1].split()[2].rstrip("%"))
+    assert accuracy > 85
+
+
+def test_train_prints_test_accuracy_last(capsys, tmp_path, mnist):
+    status, out, _ = run(capsys, "train", "--arch", "conv4x5-pool2-fc16-softmax10",
+                         "--train-subset", 500, "--epochs", 1, "--batch-size", 50,
+                         "--out", tmp_path / "r", "--quiet")  # fmt: skip
+    assert status == 0
+    assert out.splitlines()[-1].startswith("test accuracy: ")
+    assert (tmp_path / "r" / MODEL).exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--preset", "nope"], "unknown preset 'nope'"),
+        (["train", "--arch", "conv20-softmax10"], "cannot read layer 'conv20'"),
+        (["summary", "--arch", "conv4x7-softmax10", "--input", "1x5x5"], "7×7 window"),
+        (["summary", "--arch", "conv4x5-fc10-conv2x3-softmax10"], "needs feature maps"),
+        (["evaluate", "/no/such/model.safetensors"], "no such file"),
+        (["train", "--resume"], "--resume needs --out"),
+        (["train", "--epochs", "0"], "epochs must be >= 1"),
+        (["train", "--split", "standard", "--validation", "70000"], "validation size"),
+        (["train", "--epochs", "abc"], "invalid int value"),
+        (["data", "fetch", "mnist", "--from", "/no/such/dir"], "no such folder"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_status_2(capsys, argv, message, mnist):
+    status, _, err = run(capsys, *argv)
+    assert status == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_checkpoint_and_non_image_are_one_line_errors(capsys, tmp_path, trained_run):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    status, _, err = run(capsys, "evaluate", bad)
+    assert status == 2 and "not a readable cnnlab checkpoint" in err
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture")
+    status, _, err = run(capsys, "predict", trained_run, text)
+    assert status == 2 and "not a readable image" in err and len(err.splitlines()) == 1
+    blank = tmp_path / "blank.png"
+    Image.new("L", (28, 28), 255).save(blank)
+    status, _, err = run(capsys, "predict", trained_run, blank)
+    assert status == 2 and "no digit found" in err
+
+
+def test_a_finished_run_is_not_overwritten_without_resume(capsys, trained_run):
+    status, _, err = run(capsys, "train", "--out", trained_run)
+    assert status == 2 and "--resume" in err
+
+
+def test_the_installed_command_prints_no_traceback():
+    result = subprocess.run([sys.executable, "-m", "cnnlab", "evaluate", "missing.safetensors"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == "cnnlab: error: missing.safetensors: no such file"

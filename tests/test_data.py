@@ -1,0 +1,150 @@
+"""Data: the strict IDX reader, the restricted unpickler, the cache and the splits."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from cnnlab import data
+from cnnlab.errors import DataError
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def test_idx_round_trip():
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    assert np.array_equal(data.parse_idx(idx_bytes(images)), images)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda b: b"\x01" + b[1:], "bad magic number"),
+        (lambda b: b[:2] + b"\x42" + b[3:], "unknown IDX element type"),
+        (lambda b: b[:3] + b"\x09" + b[4:], "claims 9 dimensions"),
+        (lambda b: b[:-1], "truncated or corrupt"),
+        (lambda b: b + b"\x00", "truncated or corrupt"),
+        (lambda b: b[:6], "truncated IDX header"),
+        (lambda b: b"", "bad magic number"),
+    ],
+)
+def test_idx_reader_rejects_corrupt_files(mangle, message):
+    good = idx_bytes(np.zeros((2, 3, 4), np.uint8))
+    with pytest.raises(DataError, match=message):
+        data.parse_idx(mangle(good))
+
+
+def write_idx_dir(folder, n_train=6, n_test=4, compress=True):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train_images": rng.integers(0, 256, (n_train, 28, 28)),
+        "train_labels": rng.integers(0, 10, n_train),
+        "test_images": rng.integers(0, 256, (n_test, 28, 28)),
+        "test_labels": rng.integers(0, 10, n_test),
+    }
+    for key, stem in data.IDX_FILES.items():
+        raw = idx_bytes(arrays[key])
+        if compress:
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (folder / stem).write_bytes(raw)
+    return arrays
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_a_folder_of_idx_files_is_read_and_cached(tmp_path, monkeypatch, compress):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    arrays = write_idx_dir(tmp_path, compress=compress)
+    got, source = data.fetch("mnist", from_dir=tmp_path)
+    assert np.array_equal(got["test_images"], arrays["test_images"])
+    cached, _ = data.fetch("mnist")  # now from the cache, no folder needed
+    assert np.array_equal(cached["train_labels"], arrays["train_labels"])
+    assert str(tmp_path) in source
+
+
+def test_a_truncated_file_in_the_folder_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    write_idx_dir(tmp_path, compress=False)
+    stem = tmp_path / data.IDX_FILES["test_images"]
+    stem.write_bytes(stem.read_bytes()[:-100])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        data.fetch("mnist", from_dir=tmp_path)
+    assert not (tmp_path / "cache" / "mnist.npz").exists()
+
+
+def test_a_missing_file_is_named(tmp_path):
+    write_idx_dir(tmp_path)
+    os.remove(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DataError, match="missing t10k-labels-idx1-ubyte"):
+        data.read_idx_dir(tmp_path)
+
+
+def test_a_damaged_cache_says_how_to_recover(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path))
+    (tmp_path / "mnist.npz").write_bytes(b"not a zip file")
+    with pytest.raises(DataError, match="data fetch mnist --force"):
+        data.fetch("mnist")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_the_unpickler_refuses_anything_but_numpy_arrays():
+    payload = pickle.dumps(_Exploit(), protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        data._NumpyOnlyUnpickler(io.BytesIO(payload)).load()
+    arrays = (np.arange(6, dtype=np.float32).reshape(2, 3), np.arange(3))
+    loaded = data._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(arrays, protocol=4))).load()
+    assert np.array_equal(loaded[0], arrays[0])
+
+
+def test_mnist_pkl_with_the_wrong_hash_is_refused():
+    with pytest.raises(DataError, match="SHA-256"):
+        data.read_mnist_pkl(gzip.compress(b"whatever"))
+
+
+@pytest.mark.parametrize(
+    ("split", "validation", "subset", "sizes"),
+    [
+        ("nielsen", None, None, (50_000, 10_000, 10_000)),
+        ("standard", None, None, (50_000, 10_000, 10_000)),
+        ("standard", 5_000, None, (55_000, 5_000, 10_000)),
+        ("nielsen", None, 1_000, (1_000, 10_000, 10_000)),
+    ],
+)
+def test_splits_have_the_documented_sizes(mnist, split, validation, subset, sizes):
+    splits = data.load_splits("mnist", split, validation, subset)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == sizes
+    assert splits.train.images.shape[1:] == (1, 28, 28)
+
+
+def test_standard_split_without_validation_uses_all_60000(mnist):
+    splits = data.load_splits("mnist", "standard", validation=0)
+    assert len(splits.train) == 60_000 and splits.validation is None
+
+
+def test_nielsen_split_is_the_chapter_order(mnist):
+    # mnist.pkl.gz's first training labels and first test labels
+    assert mnist.train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert mnist.test.labels[:5].tolist() == [7, 2, 1, 0, 4]
+    assert mnist.train.images.dtype.is_floating_point is False
+
+
+def test_bad_split_arguments_are_refused(mnist):
+    with pytest.raises(DataError, match="unknown split"):
+        data.load_splits("mnist", "random")
+    with pytest.raises(DataError, match="train-subset"):
+        data.load_splits("mnist", train_subset=0)
+    with pytest.raises(DataError, match="unknown data set"):
+        data.fetch("cifar")
