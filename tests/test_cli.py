@@ -114,6 +114,13 @@ def test_corrupt_checkpoint_and_non_image_are_one_line_errors(capsys, tmp_path, 
 def test_a_finished_run_is_not_overwritten_without_resume(capsys, trained_run):
     status, _, err = run(capsys, "train", "--out", trained_run)
     assert status == 2 and "--resume" in err
+    status, _, err = run(capsys, "train", "--out", trained_run, "--resume", "--lr", "0.5")
+    assert status == 2 and "only --epochs and --device may change (drop --lr)" in err
+
+
+def test_resuming_a_finished_run_reports_its_result(capsys, trained_run):
+    status, out, _ = run(capsys, "train", "--out", trained_run, "--resume", "--quiet")
+    assert status == 0 and out.splitlines()[-1].startswith("test accuracy: ")
 
 
 def test_the_installed_command_prints_no_traceback():

@@ -1,4 +1,4 @@
-"""Layers: the chapter's worked examples of shapes and parameter counts, pooling, unshared weights."""
+"""Layers: the chapter's worked examples of shapes and parameters, pooling, unshared weights."""
 
 from __future__ import annotations
 

@@ -8,10 +8,18 @@ import pytest
 import torch
 
 from cnnlab.data import load_splits
-from cnnlab.train import CHECKPOINT, METRICS, MODEL, TrainConfig, accuracy, fit, learning_rate
-from cnnlab.train import make_optimizer
+from cnnlab.train import (
+    CHECKPOINT,
+    METRICS,
+    MODEL,
+    TrainConfig,
+    accuracy,
+    fit,
+    learning_rate,
+    make_optimizer,
+)
 
-from .conftest import small_network
+from .conftest import small_network, small_splits
 
 
 def quiet(line: str) -> None:
@@ -47,8 +55,8 @@ def test_schedules():
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return load_splits("mnist", "nielsen", train_subset=500)
+def tiny(mnist):
+    return small_splits(mnist, 500, held_out=1000)
 
 
 @pytest.mark.parametrize("faithful", [False, True])
@@ -91,7 +99,7 @@ def test_the_reported_accuracy_is_at_the_best_validation_epoch(tiny):
 
 @pytest.mark.mnist
 def test_end_to_end_a_small_convnet_learns_mnist():
-    data = load_splits("mnist", "nielsen", train_subset=4000)
+    data = load_splits("mnist", "nielsen", train_subset=4000)  # the full 10,000 test images
     config = TrainConfig(epochs=3, batch_size=32, lr=0.05, momentum=0.9, schedule="onecycle")
     network = small_network()
     result = fit(network, data, config, progress=False, log=quiet)

@@ -15,3 +15,9 @@ class DataError(CnnlabError):
 
 class CheckpointError(CnnlabError):
     """A file that is not a readable cnnlab checkpoint."""
+
+
+class Interrupted(CnnlabError):
+    """The user stopped a run (Ctrl-C); what was finished is saved."""
+
+    exit_status = 130
