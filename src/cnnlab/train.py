@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .augment import DISTORTIONS, distort, expand
 from .data import Part, Splits
 from .errors import CheckpointError, CnnlabError
 from .files import write_atomically
@@ -64,6 +65,8 @@ class TrainConfig:
     nesterov: bool = False
     l2: float = 0.0  # λ, in the chapter's convention (see module doc)
     label_smoothing: float = 0.0
+    expand: bool = False  # the chapter's 5× expansion by one-pixel shifts
+    augment: str = "none"  # random distortions per batch: none | shift | affine | elastic
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
@@ -83,6 +86,7 @@ class TrainConfig:
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+            (self.augment in DISTORTIONS, f"augment must be one of {', '.join(DISTORTIONS)}"),
         ]
         for ok, message in rules:
             if not ok:
@@ -294,11 +298,11 @@ def fit(
             f"the output layer has {network.classes} classes but {data.name} has"
             f" {len(data.classes)}: end the network with softmax{len(data.classes)}"
         )
-    steps_per_epoch = len(data.train) // config.batch_size
+    train = expand(data.train, config.seed) if config.expand else data.train
+    distortion = DISTORTIONS[config.augment]
+    steps_per_epoch = len(train) // config.batch_size
     if steps_per_epoch == 0:
-        raise CnnlabError(
-            f"{len(data.train)} training images make no mini-batch of {config.batch_size}"
-        )
+        raise CnnlabError(f"{len(train)} training images make no mini-batch of {config.batch_size}")
     network.to(device)
     optimizer = make_optimizer(network, config, steps_per_epoch)
     out_dir = Path(out) if out is not None else None
@@ -312,7 +316,7 @@ def fit(
     if out_dir is not None:
         _write_metrics(out_dir, result.history)
 
-    x_train, y_train = to_inputs(data.train.images, device), data.train.labels.to(device)
+    x_train, y_train = to_inputs(train.images, device), train.labels.to(device)
     total_steps = steps_per_epoch * config.epochs
     for epoch in range(len(result.history) + 1, config.epochs + 1):
         torch.manual_seed(_epoch_seed(config.seed, epoch))  # dropout masks of this epoch
@@ -332,6 +336,8 @@ def fit(
             lr = learning_rate(config, (epoch - 1) * steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if distortion is not None:
+                x = distort(x, distortion)
             with autocast(device, config.precision):
                 logits = network(x)
             loss = network.ops.softmax_cross_entropy(logits.float(), y, config.label_smoothing)
@@ -341,6 +347,8 @@ def fit(
             loss_sum += loss.detach()
             correct += (logits.argmax(1) == y).sum()
             bar.update()
+            if progress and step % 100 == 0:
+                bar.set_postfix_str(f"loss {loss.item():.4f}")
         bar.close()
         train_seconds = time.perf_counter() - started
         if not math.isfinite(loss_sum.item()):

@@ -1,0 +1,124 @@
+"""Ensembles: several networks trained from different seeds, deciding together.
+
+Two ways to combine them: average the members' class probabilities and take
+the most probable class, or let each member vote for its top class and take the
+majority (a tie goes to the tied class with the higher average probability).
+The chapter's ensemble of five is a vote.
+
+Members train in parallel processes when there are cores for it, each in its
+own run folder (``member-1``, ``member-2``, …) that resumes like any run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .data import Part, load_splits
+from .errors import CnnlabError
+from .network import Network
+from .train import CHECKPOINT, MODEL, TrainConfig, fit, read_run
+
+
+def average_vote(probabilities: Tensor) -> Tensor:
+    """Predicted classes from member probabilities (members, images, classes): mean, then argmax."""
+    return probabilities.mean(0).argmax(1)
+
+
+def majority_vote(probabilities: Tensor) -> Tensor:
+    """Each member votes for its top class; most votes win; a tie goes to the higher mean."""
+    classes = probabilities.shape[2]
+    votes = torch.nn.functional.one_hot(probabilities.argmax(2), classes).sum(0).float()
+    # a tie-break smaller than one vote: the mean probability is at most 1 < one vote
+    return (votes + probabilities.mean(0) / 2).argmax(1)
+
+
+def member_probabilities(members: list[Network], images: Tensor, batch_size: int = 1000) -> Tensor:
+    """(members, images, classes) probabilities of every member on uint8 images."""
+    return torch.stack(
+        [
+            torch.cat(
+                [
+                    member.predict_proba(images[i : i + batch_size].float() / 255)
+                    for i in range(0, len(images), batch_size)
+                ]
+            )
+            for member in members
+        ]
+    )
+
+
+def load_members(folder: str | Path) -> list[Network]:
+    """The best-validation network of every member run in ``folder``."""
+    paths = sorted(Path(folder).glob(f"member-*/{MODEL}"))
+    if not paths:
+        raise CnnlabError(f"{folder}: no member-*/{MODEL}; train with `cnnlab ensemble train`")
+    return [Network.load(path)[0] for path in paths]
+
+
+def evaluate(members: list[Network], test: Part) -> dict[str, Any]:
+    """Test accuracy of each member, of the averaged probabilities and of the majority vote."""
+    probabilities = member_probabilities(members, test.images)
+
+    def accuracy(predicted: Tensor) -> float:
+        return (predicted == test.labels).float().mean().item()
+
+    return {
+        "members": [accuracy(p.argmax(1)) for p in probabilities],
+        "average": accuracy(average_vote(probabilities)),
+        "vote": accuracy(majority_vote(probabilities)),
+    }
+
+
+def _train_member(spec: dict[str, Any], config: dict[str, Any], out: str, threads: int) -> dict:
+    """One member, in its own process: same network and settings, its own seed and folder."""
+    torch.set_num_threads(threads)
+    settings = TrainConfig.from_dict(config)
+    resume = (Path(out) / CHECKPOINT).exists()
+    if resume:
+        saved_spec, saved = read_run(out)
+        if saved_spec != spec or replace(saved, epochs=settings.epochs) != settings:
+            raise CnnlabError(f"{out} holds a different run; use another --out")
+    data = load_splits(settings.dataset, settings.split, settings.validation, settings.train_subset)
+    network = Network.create(spec, seed=settings.seed, faithful=settings.faithful)
+    result = fit(network, data, settings, out, resume=resume, progress=False, log=lambda line: None)
+    return {"out": out, "seed": settings.seed, **result.to_dict()}
+
+
+def train_members(
+    spec: dict[str, Any],
+    config: TrainConfig,
+    members: int,
+    out: str | Path,
+    processes: int | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train ``members`` networks with seeds seed, seed+1, …; returns each member's result."""
+    if members < 1:
+        raise CnnlabError("an ensemble needs at least one member")
+    cores = os.cpu_count() or 1
+    processes = max(1, min(processes or cores, members))
+    threads = max(1, cores // processes)
+    jobs = [
+        (spec, asdict(replace(config, seed=config.seed + k)), str(Path(out) / f"member-{k + 1}"))
+        for k in range(members)
+    ]
+    results = []
+    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_train_member, *job, threads) for job in jobs]
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            log(
+                f"{result['out']}: seed {result['seed']}, test {result['test_accuracy']:.2%}"
+                f" (epoch {result['best_epoch']}) — {len(results)}/{members} done"
+            )
+    return sorted(results, key=lambda r: r["out"])
