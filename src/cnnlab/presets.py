@@ -80,6 +80,28 @@ PRESETS = {
             {**CHAPTER, "lr": 0.03, "l2": 0.1},
         ),
         Preset(
+            "conv2-relu-expanded",
+            "convpool20x5-convpool40x5-fc100-softmax10",
+            "conv2-relu on the expanded training data (each image shifted by one pixel 4 ways)",
+            0.9937,
+            {**CHAPTER, "lr": 0.03, "l2": 0.1, "expand": True},
+        ),
+        Preset(
+            "conv2-relu-expanded-fc",
+            "convpool20x5-convpool40x5-fc100-fc100-softmax10",
+            "conv2-relu-expanded with an extra fully-connected layer of 100 ReLUs",
+            0.9943,
+            {**CHAPTER, "lr": 0.03, "l2": 0.1, "expand": True},
+        ),
+        Preset(
+            "dropout",
+            "convpool20x5-convpool40x5-fc1000d0.5-fc1000d0.5-softmax10d0.5",
+            "two FC-1000 ReLU layers, dropout 0.5 on the fully-connected layers, expanded data,"
+            " 40 epochs",
+            0.9960,
+            {**CHAPTER, "epochs": 40, "lr": 0.03, "expand": True},
+        ),
+        Preset(
             "lenet5",
             "conv6x5p2:tanh-avgpool2-conv16x5:tanh-avgpool2-fc120:tanh-fc84:tanh-softmax10",
             "LeNet-5 (LeCun et al. 1998) for 28×28 input: padding 2 instead of a 32×32 frame,"

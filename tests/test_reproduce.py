@@ -1,0 +1,40 @@
+"""The chapter's table: a quick smoke run of one row, resumable and written as md + json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnnlab.errors import CnnlabError
+from cnnlab.reproduce import FAST_CHANGES, reproduce, settings_for
+
+
+def test_quick_reproduce_of_one_row_writes_the_table_and_skips_it_next_time(tmp_path, mnist):
+    results = reproduce(tmp_path, rows=["conv1"], mode="quick", runs=2, log=print)
+    row = results["rows"]["conv1"]
+    assert row["published"] == 0.9878 and len(row["runs"]) == 2
+    assert row["measured"] == max(r["test_accuracy"] for r in row["runs"])
+    assert 0.3 < row["measured"] <= 1
+    table = (tmp_path / "results.md").read_text()
+    assert "| conv1 |" in table and "98.78%" in table and "cnnlab reproduce --rows conv1" in table
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rows"]["conv1"]["measured"] == row["measured"]
+    again = reproduce(tmp_path, rows=["conv1"], mode="quick", runs=2, log=print)
+    assert again["rows"]["conv1"]["runs"] == row["runs"]  # not trained again
+
+
+def test_modes_change_settings_as_documented():
+    chapter = settings_for("conv2-relu", "chapter", 0)
+    assert (chapter.batch_size, chapter.epochs, chapter.lr, chapter.l2) == (10, 60, 0.03, 0.1)
+    assert settings_for("conv2-relu", "faithful", 0).faithful
+    fast = settings_for("conv2-relu", "fast", 0)
+    assert fast.batch_size == FAST_CHANGES["batch_size"] and fast.schedule == "onecycle"
+
+
+def test_unknown_rows_and_mixed_modes_are_refused(tmp_path, mnist):
+    with pytest.raises(CnnlabError, match="unknown rows"):
+        reproduce(tmp_path, rows=["conv9"], mode="quick")
+    (tmp_path / "results.json").write_text(json.dumps({"mode": "fast", "rows": {}}))
+    with pytest.raises(CnnlabError, match="holds fast results"):
+        reproduce(tmp_path, rows=["conv1"], mode="quick")
