@@ -281,6 +281,80 @@ def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
 
 
 # ---- the loop -----------------------------------------------------------------------------
+@dataclass
+class _Stepper:
+    """What one epoch of mini-batch SGD needs: network, optimizer, schedule, data on the device."""
+
+    network: Network
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    x: Tensor
+    y: Tensor
+    steps_per_epoch: int
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        # fp16 gradients underflow without loss scaling; for fp32/bf16 the scaler is a no-op
+        fp16 = self.config.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.distortion = DISTORTIONS[self.config.augment]
+
+    def epoch(self, epoch: int, progress: bool) -> dict[str, float]:
+        """One pass over the training data; returns mean loss, training accuracy, last η."""
+        config, network = self.config, self.network
+        torch.manual_seed(_epoch_seed(config.seed, epoch))  # this epoch's order and dropout
+        order = None if config.faithful else torch.randperm(len(self.y), device=self.device)
+        network.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        total_steps = self.steps_per_epoch * config.epochs
+        started = time.perf_counter()
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch}/{config.epochs}",
+            unit="batch",
+            leave=False,
+            disable=not progress,
+        )
+        for step, (x, y) in enumerate(_batches(self.x, self.y, config.batch_size, order)):
+            lr = learning_rate(config, (epoch - 1) * self.steps_per_epoch + step, total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if self.distortion is not None:
+                x = distort(x, self.distortion)
+            with autocast(self.device, config.precision):
+                logits = network(x)
+            loss = network.ops.softmax_cross_entropy(logits.float(), y, config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += loss.detach()
+            correct += (logits.argmax(1) == y).sum()
+            bar.update()
+            if progress and step % 100 == 0:
+                bar.set_postfix_str(f"loss {loss.item():.4f}")
+        bar.close()
+        mean_loss = loss_sum.item() / self.steps_per_epoch
+        if not math.isfinite(mean_loss):
+            raise CnnlabError(
+                f"training diverged at epoch {epoch} (the loss is not finite): lower --lr"
+            )
+        return {
+            "train_loss": mean_loss,
+            "train_accuracy": correct.item() / (self.steps_per_epoch * config.batch_size),
+            "lr": lr,
+            "train_seconds": time.perf_counter() - started,
+        }
+
+
+def _improves(validation: float | None, best: float | None, ties_count: bool) -> bool:
+    """Is this epoch the new best? Without a validation set, the latest epoch always is."""
+    if validation is None or best is None:
+        return True
+    return validation >= best if ties_count else validation > best
+
+
 def fit(
     network: Network,
     data: Splits,
@@ -293,13 +367,12 @@ def fit(
     """Train ``network`` on ``data.train`` with the settings of ``config``; see the module doc."""
     config.check()
     device = pick_device(config.device)
-    if data.test is not None and network.classes != len(data.classes):
+    if network.classes != len(data.classes):
         raise CnnlabError(
             f"the output layer has {network.classes} classes but {data.name} has"
             f" {len(data.classes)}: end the network with softmax{len(data.classes)}"
         )
     train = expand(data.train, config.seed) if config.expand else data.train
-    distortion = DISTORTIONS[config.augment]
     steps_per_epoch = len(train) // config.batch_size
     if steps_per_epoch == 0:
         raise CnnlabError(f"{len(train)} training images make no mini-batch of {config.batch_size}")
@@ -311,82 +384,34 @@ def fit(
         if out_dir is None:
             raise CnnlabError("resuming needs the run's output folder")
         result = _restore(out_dir, network, optimizer)
-    elif out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
     if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
         _write_metrics(out_dir, result.history)
+    stepper = _Stepper(
+        network,
+        optimizer,
+        config,
+        to_inputs(train.images, device),
+        train.labels.to(device),
+        steps_per_epoch,
+        device,
+    )
 
-    x_train, y_train = to_inputs(train.images, device), train.labels.to(device)
-    total_steps = steps_per_epoch * config.epochs
     for epoch in range(len(result.history) + 1, config.epochs + 1):
-        torch.manual_seed(_epoch_seed(config.seed, epoch))  # dropout masks of this epoch
-        order = None if config.faithful else torch.randperm(len(y_train), device=device)
-        network.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        row: dict[str, Any] = {"epoch": epoch, **stepper.epoch(epoch, progress)}
         started = time.perf_counter()
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch}/{config.epochs}",
-            unit="batch",
-            leave=False,
-            disable=not progress,
+        held_out = data.validation
+        validation = None if held_out is None else accuracy(network, held_out, config.precision)
+        row.update(
+            validation_accuracy=validation,
+            test_accuracy=accuracy(network, data.test, config.precision),
+            eval_seconds=time.perf_counter() - started,
         )
-        for step, (x, y) in enumerate(_batches(x_train, y_train, config.batch_size, order)):
-            lr = learning_rate(config, (epoch - 1) * steps_per_epoch + step, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if distortion is not None:
-                x = distort(x, distortion)
-            with autocast(device, config.precision):
-                logits = network(x)
-            loss = network.ops.softmax_cross_entropy(logits.float(), y, config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            correct += (logits.argmax(1) == y).sum()
-            bar.update()
-            if progress and step % 100 == 0:
-                bar.set_postfix_str(f"loss {loss.item():.4f}")
-        bar.close()
-        train_seconds = time.perf_counter() - started
-        if not math.isfinite(loss_sum.item()):
-            raise CnnlabError(
-                f"training diverged at epoch {epoch} (loss is not finite): lower --lr"
-            )
-
-        started = time.perf_counter()
-        validation = (
-            accuracy(network, data.validation, config.precision) if data.validation else None
-        )
-        test = accuracy(network, data.test, config.precision)
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum.item() / steps_per_epoch,
-            "train_accuracy": correct.item() / (steps_per_epoch * config.batch_size),
-            "validation_accuracy": validation,
-            "test_accuracy": test,
-            "lr": lr,
-            "train_seconds": train_seconds,
-            "eval_seconds": time.perf_counter() - started,
-        }
         result.history.append(row)
-        improved = (
-            validation is None
-            or result.best_validation is None
-            or (
-                validation >= result.best_validation
-                if config.faithful
-                else validation > result.best_validation
-            )
-        )
+        improved = _improves(validation, result.best_validation, ties_count=config.faithful)
         if improved:
-            result.best_epoch, result.best_validation, result.test_accuracy = (
-                epoch,
-                validation,
-                test,
-            )
+            result.best_epoch, result.best_validation = epoch, validation
+            result.test_accuracy = row["test_accuracy"]
         log(_epoch_line(row, config.epochs, improved))
         if out_dir is not None:
             if improved:
@@ -398,7 +423,7 @@ def fit(
                         "config": asdict(config),
                         "epoch": epoch,
                         "validation_accuracy": validation,
-                        "test_accuracy": test,
+                        "test_accuracy": row["test_accuracy"],
                     },
                 )
             save_checkpoint(out_dir / CHECKPOINT, network, optimizer, config, result)
