@@ -21,9 +21,8 @@ import time
 import torch
 
 from cnnlab.data import load_splits
-from cnnlab.network import Network
 from cnnlab.presets import get_preset
-from cnnlab.train import TrainConfig, fit
+from cnnlab.train import TrainConfig, fit, new_network
 
 
 def run(name: str, seed: int, faithful: bool, epochs: int | None) -> dict:
@@ -33,7 +32,7 @@ def run(name: str, seed: int, faithful: bool, epochs: int | None) -> dict:
         settings["epochs"] = epochs
     config = TrainConfig.from_dict(settings)
     data = load_splits(config.dataset, config.split, config.validation)
-    network = Network.create(preset.spec(), seed=seed, faithful=faithful)
+    network = new_network(preset.spec(), config)
     started = time.perf_counter()
     result = fit(network, data, config, progress=False, log=lambda line: None)
     wall = time.perf_counter() - started

@@ -73,6 +73,12 @@ def test_faithful_init_follows_network3():
     assert network.spec()["dropout_style"] == "network3"
 
 
+def test_network3_init_alone_keeps_inverted_dropout():
+    network = Network.create(PRESETS["conv1"].spec(), seed=0, init="network3")
+    assert network.layers[-1].weight.abs().sum() == 0
+    assert "dropout_style" not in network.spec()
+
+
 def test_network3_dropout_scales_at_test_time_and_inverted_dropout_while_training():
     layers = parse_arch("fc4d0.5:linear-softmax2")
     spec = {"input": [1, 2, 2], "layers": layers}

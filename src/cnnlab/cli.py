@@ -18,7 +18,7 @@ from .arch import HELP as ARCH_HELP
 from .arch import format_arch, parse_arch
 from .errors import CnnlabError, Interrupted
 from .images import load_digit
-from .network import Network
+from .network import INITS, Network
 from .presets import DEFAULT, PRESETS, get_preset
 from .train import (
     CHECKPOINT,
@@ -28,6 +28,7 @@ from .train import (
     TrainConfig,
     accuracy,
     fit,
+    new_network,
     pick_device,
     read_run,
 )
@@ -81,6 +82,7 @@ TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--l2", {"type": float, "help": "L2 regularisation λ, as in the chapter (decay η·λ·m/n)"}),
     ("--label-smoothing", {"type": float}),
     ("--seed", {"type": int}),
+    ("--init", {"choices": INITS, "help": "initial weights: PyTorch's, or network3.py's"}),
     ("--device", {"choices": ("auto", "cpu", "cuda")}),
     ("--precision", {"choices": PRECISIONS, "help": "bf16/fp16 mixed precision (fp32 weights)"}),
 ]
@@ -173,7 +175,7 @@ def _train(args: argparse.Namespace) -> None:
         raise CnnlabError(
             f"{out} already holds a run: add --resume to continue it, or pick another --out"
         )
-    network = Network.create(spec, seed=config.seed, faithful=config.faithful, kernels=args.kernels)
+    network = new_network(spec, config, kernels=args.kernels)
     data = datasets.load_splits(
         config.dataset, config.split, config.validation, config.train_subset, log=_info
     )

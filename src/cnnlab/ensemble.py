@@ -25,7 +25,7 @@ from torch import Tensor
 from .data import Part, load_splits
 from .errors import CnnlabError
 from .network import Network
-from .train import CHECKPOINT, MODEL, TrainConfig, fit, read_run
+from .train import CHECKPOINT, MODEL, TrainConfig, fit, new_network, read_run
 
 
 def average_vote(probabilities: Tensor) -> Tensor:
@@ -88,7 +88,7 @@ def _train_member(spec: dict[str, Any], config: dict[str, Any], out: str, thread
         if saved_spec != spec or replace(saved, epochs=settings.epochs) != settings:
             raise CnnlabError(f"{out} holds a different run; use another --out")
     data = load_splits(settings.dataset, settings.split, settings.validation, settings.train_subset)
-    network = Network.create(spec, seed=settings.seed, faithful=settings.faithful)
+    network = new_network(spec, settings)
     result = fit(network, data, settings, out, resume=resume, progress=False, log=lambda line: None)
     return {"out": out, "seed": settings.seed, **result.to_dict()}
 

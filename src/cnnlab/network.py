@@ -26,6 +26,7 @@ from .kernels import get_ops
 from .layers import DROPOUT_STYLES, Conv, ConvPool, Layer, LocallyConnected, Shape, Softmax
 from .layers import layer_from_spec as _layer_from_spec
 
+INITS = ("default", "network3")
 FORMAT_VERSION = 1
 METADATA_KEY = "cnnlab"
 
@@ -97,17 +98,26 @@ class Network(nn.Module):
 
     @classmethod
     def create(
-        cls, spec: dict[str, Any], seed: int = 0, faithful: bool = False, kernels: str = "native"
+        cls,
+        spec: dict[str, Any],
+        seed: int = 0,
+        faithful: bool = False,
+        kernels: str = "native",
+        init: str = "default",
     ) -> Network:
         """A freshly initialised network, the same for the same seed.
 
-        ``faithful`` uses network3.py's initialisation and its dropout (scale at test time).
+        ``init="network3"`` starts from network3.py's initialisation instead of
+        PyTorch's; ``faithful`` implies it and also uses network3's dropout
+        (scaled at test time).
         """
+        if init not in INITS:
+            raise SpecError(f"unknown initialisation {init!r}: choose one of {', '.join(INITS)}")
         torch.manual_seed(seed)
         if faithful:
             spec = {**spec, "dropout_style": "network3"}
         network = cls.from_spec(spec, kernels=kernels)
-        if faithful:
+        if faithful or init == "network3":
             network.init_network3()
         return network
 

@@ -32,7 +32,7 @@ from .errors import CnnlabError
 from .files import write_atomically
 from .network import Network
 from .presets import get_preset
-from .train import CHECKPOINT, MODEL, TrainConfig, fit
+from .train import CHECKPOINT, MODEL, TrainConfig, fit, new_network
 
 MODES = ("chapter", "faithful", "fast", "quick")
 # What --fast changes in the chapter's settings (the architectures stay).
@@ -90,7 +90,7 @@ def train_run(preset: str, mode: str, seed: int, out: Path) -> dict[str, Any]:
     """One training run of a preset (resumed if its folder holds an unfinished one)."""
     config = settings_for(preset, mode, seed)
     data = load_splits(config.dataset, config.split, config.validation, config.train_subset)
-    network = Network.create(get_preset(preset).spec(), seed=seed, faithful=config.faithful)
+    network = new_network(get_preset(preset).spec(), config)
     resume = (out / CHECKPOINT).exists()
     started = time.perf_counter()
     result = fit(

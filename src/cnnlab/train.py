@@ -37,7 +37,7 @@ from .augment import DISTORTIONS, distort, expand
 from .data import Part, Splits
 from .errors import CheckpointError, CnnlabError
 from .files import write_atomically
-from .network import Network, load_tensors, save_tensors
+from .network import INITS, Network, load_tensors, save_tensors
 
 CHECKPOINT = "checkpoint.safetensors"
 MODEL = "model.safetensors"
@@ -65,6 +65,7 @@ class TrainConfig:
     nesterov: bool = False
     l2: float = 0.0  # λ, in the chapter's convention (see module doc)
     label_smoothing: float = 0.0
+    init: str = "default"  # initial weights: PyTorch's (default) or network3's
     expand: bool = False  # the chapter's 5× expansion by one-pixel shifts
     augment: str = "none"  # random distortions per batch: none | shift | affine | elastic
     seed: int = 0
@@ -87,6 +88,7 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
             (self.augment in DISTORTIONS, f"augment must be one of {', '.join(DISTORTIONS)}"),
+            (self.init in INITS, f"init must be one of {', '.join(INITS)}"),
         ]
         for ok, message in rules:
             if not ok:
@@ -110,6 +112,11 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def new_network(spec: dict[str, Any], config: TrainConfig, kernels: str = "native") -> Network:
+    """The freshly initialised network a run of ``config`` starts from."""
+    return Network.create(spec, config.seed, config.faithful, kernels, config.init)
 
 
 def pick_device(name: str = "auto") -> torch.device:
