@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from cnnlab.arch import parse_arch
-from cnnlab.ensemble import average_vote, evaluate, load_members, majority_vote, train_members
+from cnnlab.ensemble import (
+    average_vote,
+    evaluate_folder,
+    load_members,
+    majority_vote,
+    train_members,
+)
 from cnnlab.train import TrainConfig
 
 
@@ -42,7 +48,7 @@ def test_members_train_in_parallel_processes_with_their_own_seeds(tmp_path, mnis
     config = TrainConfig(epochs=2, batch_size=20, lr=0.05, momentum=0.9, train_subset=1000)
     results = train_members(spec, config, members=2, out=tmp_path, processes=2, log=print)
     assert [r["seed"] for r in results] == [0, 1]
-    members = load_members(tmp_path)
-    assert not torch.equal(members[0].layers[0].weight, members[1].layers[0].weight)
-    scores = evaluate(members, mnist.test)
+    (first, _), (second, _) = load_members(tmp_path)
+    assert not torch.equal(first.layers[0].weight, second.layers[0].weight)
+    scores = evaluate_folder(tmp_path)
     assert len(scores["members"]) == 2 and 0.7 < scores["vote"] <= 1

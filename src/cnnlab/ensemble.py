@@ -56,12 +56,12 @@ def member_probabilities(members: list[Network], images: Tensor, batch_size: int
     )
 
 
-def load_members(folder: str | Path) -> list[Network]:
-    """The best-validation network of every member run in ``folder``."""
+def load_members(folder: str | Path) -> list[tuple[Network, dict[str, Any]]]:
+    """The best-validation network (and its metadata) of every member run in ``folder``."""
     paths = sorted(Path(folder).glob(f"member-*/{MODEL}"))
     if not paths:
         raise CnnlabError(f"{folder}: no member-*/{MODEL}; train with `cnnlab ensemble train`")
-    return [Network.load(path)[0] for path in paths]
+    return [Network.load(path) for path in paths]
 
 
 def evaluate(members: list[Network], test: Part) -> dict[str, Any]:
@@ -76,6 +76,14 @@ def evaluate(members: list[Network], test: Part) -> dict[str, Any]:
         "average": accuracy(average_vote(probabilities)),
         "vote": accuracy(majority_vote(probabilities)),
     }
+
+
+def evaluate_folder(folder: str | Path) -> dict[str, Any]:
+    """``evaluate`` for the members saved in ``folder``, on the test set they were made for."""
+    loaded = load_members(folder)
+    dataset = loaded[0][1].get("dataset", "mnist")
+    scores = evaluate([network for network, _ in loaded], load_splits(dataset).test)
+    return {**scores, "dataset": dataset}
 
 
 def _train_member(spec: dict[str, Any], config: dict[str, Any], out: str, threads: int) -> dict:
