@@ -105,6 +105,12 @@ def test_corrupt_checkpoint_and_non_image_are_one_line_errors(capsys, tmp_path, 
     text.write_text("this is not a picture")
     status, _, err = run(capsys, "predict", trained_run, text)
     assert status == 2 and "not a readable image" in err and len(err.splitlines()) == 1
+    see_through = tmp_path / "ink-on-transparent.png"
+    ink = np.zeros((112, 112, 4), np.uint8)
+    ink[20:90, 50:62, 3] = 255  # an opaque black "1" on a transparent sheet
+    Image.fromarray(ink, "RGBA").save(see_through)
+    status, out, _ = run(capsys, "predict", trained_run, see_through)
+    assert status == 0 and out.startswith(f"{see_through}: 1 ")
     blank = tmp_path / "blank.png"
     Image.new("L", (28, 28), 255).save(blank)
     status, _, err = run(capsys, "predict", trained_run, blank)

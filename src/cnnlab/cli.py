@@ -9,11 +9,12 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import data as datasets
+from . import inspect, masks
 from .arch import HELP as ARCH_HELP
 from .arch import format_arch, parse_arch
 from .errors import CnnlabError, Interrupted
@@ -292,6 +293,173 @@ def _data_info(args: argparse.Namespace) -> None:
     )
 
 
+# ---- show, filter, serve: looking inside ----------------------------------------------------
+def _picture(
+    draw: Callable[[argparse.Namespace, Any], tuple[Any, str]],
+) -> Callable[[argparse.Namespace], None]:
+    """A `show` handler: ``draw(args, plots)`` gives (figure, what it shows); save it, say so.
+
+    matplotlib is imported here, only for the commands that draw.
+    """
+
+    def run(args: argparse.Namespace) -> None:
+        from . import plots
+
+        figure, what = draw(args, plots)
+        plots.save(figure, args.out)
+        print(f"wrote {args.out}: {what}")
+
+    return run
+
+
+def _show_filters(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
+    network, _ = Network.load(_checkpoint(args.checkpoint))
+    banks = inspect.filters(network)
+    return plots.filters_figure(banks), f"the filters of {len(banks)} conv layer(s)"
+
+
+def _show_maps(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
+    network, meta = Network.load(_checkpoint(args.checkpoint))
+    if network.input_shape != (1, 28, 28):
+        raise CnnlabError(f"this network takes {network.input_shape} input, not 28×28 grey digits")
+    image = load_digit(args.image)
+    outputs = inspect.stage_outputs(network, image[None])
+    classes = inspect.class_names(network, meta)
+    guess = classes[int(outputs[-1].argmax())]
+    title = f"{Path(args.image).name} through {format_arch(network.spec()['layers'])}"
+    figure = plots.maps_figure(inspect.stages(network), outputs, image, classes, title)
+    return figure, f"the feature maps of every layer (the network says {guess})"
+
+
+def _test_predictions(args: argparse.Namespace) -> tuple[Network, dict[str, Any], Any, Any]:
+    """The network, its metadata, its data set's test part and the predicted class of each image."""
+    network, meta = Network.load(_checkpoint(args.checkpoint))
+    test = datasets.load_splits(meta.get("dataset", "mnist"), log=_info).test
+    if network.input_shape != tuple(test.images.shape[1:]):
+        raise CnnlabError(f"this network takes {network.input_shape} input, not the test images")
+    return network, meta, test, inspect.predictions(network, test, progress=sys.stderr.isatty())
+
+
+def _show_mistakes(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
+    if args.count < 1:
+        raise CnnlabError("--count must be at least 1")
+    network, meta, test, predicted = _test_predictions(args)
+    found = inspect.mistakes(test, predicted, args.count)
+    wrong = int((predicted != test.labels).sum())
+    title = f"{wrong:,} of {len(test):,} test images misclassified; the first {len(found.labels)}"
+    figure = plots.mistakes_figure(found, inspect.class_names(network, meta), title)
+    return figure, f"{len(found.labels)} of the {wrong:,} misclassified test images"
+
+
+def _show_confusion(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
+    network, meta, test, predicted = _test_predictions(args)
+    matrix = inspect.confusion_matrix(test.labels, predicted, network.classes)
+    title = f"confusion matrix of {Path(args.checkpoint).name} on the test set"
+    figure = plots.confusion_figure(matrix, inspect.class_names(network, meta), title)
+    return figure, f"the confusion matrix ({int(matrix.trace()):,} right)"
+
+
+def _show_curves(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
+    history = inspect.training_history(args.run_dir)
+    title = f"training run {Path(args.run_dir).resolve().name}"
+    return plots.curves_figure(history, title), f"{len(history)} epochs"
+
+
+def _add_show(commands: argparse._SubParsersAction) -> None:
+    show = commands.add_parser(
+        "show",
+        help="pictures of a network: filters, feature maps, mistakes, confusion, curves",
+        description="Draw what a trained network learned and does, as PNG (or SVG/PDF) files.",
+    )
+    pictures = show.add_subparsers(
+        dest="show_command", required=True, metavar="PICTURE", parser_class=_Parser
+    )
+    checkpoint_help = "a .safetensors file, or a run folder"
+    for name, draw, help_text in [
+        ("filters", _show_filters, "every conv layer's filters as grids of light/dark blocks"),
+        ("maps", _show_maps, "the feature maps of every layer for one input image"),
+        ("mistakes", _show_mistakes, "a grid of misclassified test images, true and guessed"),
+        ("confusion", _show_confusion, "the confusion matrix on the test set"),
+    ]:
+        p = pictures.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("checkpoint", help=checkpoint_help)
+        if name == "maps":
+            p.add_argument("image", help="a PNG/JPEG of a digit, preprocessed as MNIST was")
+        if name == "mistakes":
+            p.add_argument("--count", type=int, default=44, help="how many to show (default 44)")
+        p.add_argument("--out", default=f"{name}.png", metavar="FILE", help=f"default {name}.png")
+        p.set_defaults(run=_picture(draw))
+    p = pictures.add_parser(
+        "curves", help="loss and accuracy per epoch of a training run (its metrics.jsonl)"
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or its metrics.jsonl")
+    p.add_argument("--out", default="curves.png", metavar="FILE", help="default curves.png")
+    p.set_defaults(run=_picture(_show_curves))
+
+
+def _filter(args: argparse.Namespace) -> None:
+    mask = masks.get_mask(args.mask) if args.mask else masks.parse_kernel(args.kernel)
+    channels, height, width = masks.filter_file(args.image, args.out, mask, args.scale, args.grey)
+    kind = "colour" if channels == 3 else "grey"
+    name = f"the {args.mask} mask" if args.mask else "your mask"
+    print(f"wrote {args.out}: {width}×{height} {kind} image filtered with {name}")
+
+
+def _add_filter(commands: argparse._SubParsersAction) -> None:
+    listing = "\n".join(f"  {m.name:<17} {m.description}" for m in masks.MASKS.values())
+    p = commands.add_parser(
+        "filter",
+        help="filter an image with a classic convolution mask (edges, blur, …)",
+        description="Slide a fixed mask over an image, each colour channel on its own: what a"
+        " conv layer does with learned weights. The output keeps the input's size.",
+        epilog=f"masks:\n{listing}\n\n--kernel takes rows such as '0 -1 0; -1 5 -1; 0 -1 0'"
+        " or JSON '[[0,-1,0],[-1,5,-1],[0,-1,0]]'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("image", help="a PNG/JPEG (grey or colour)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--mask", metavar="NAME", help="a named mask (see below)")
+    which.add_argument("--kernel", metavar="MATRIX", help="your own mask")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the result")
+    p.add_argument(
+        "--scale",
+        choices=masks.SCALINGS,
+        default="auto",
+        help="how responses become pixels: clip (blur, sharpen), abs (edge strength),"
+        " signed (0 is grey); auto picks clip or abs from the mask's sum",
+    )
+    p.add_argument("--grey", action="store_true", help="convert a colour image to grey first")
+    p.set_defaults(run=_filter)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    try:
+        from .web import serve
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("flask", "werkzeug"):
+            raise
+        raise CnnlabError('the explorer needs Flask: pip install "cnnlab[web]"') from None
+    serve(args.checkpoint or "runs", host=args.host, port=args.port, log=_info)
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "serve",
+        help="a web page to draw digits and watch the network look at them",
+        description="Serve the explorer: draw a digit and see its 28×28 input, the class"
+        " probabilities and every feature map; switch checkpoints; follow a running"
+        " `cnnlab train`.",
+    )
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="a checkpoint, or a folder of runs and checkpoints (default runs/)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    p.set_defaults(run=_serve)
+
+
 # ---- the parser and main --------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -360,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_commands.add_parser("info", help="sizes, classes and source of a data set")
     p.add_argument("name", choices=datasets.DATASETS)
     p.set_defaults(run=_data_info)
+    _add_show(commands)
+    _add_filter(commands)
+    _add_serve(commands)
     return parser
 
 

@@ -19,11 +19,19 @@ from .errors import CnnlabError
 SIDE, BOX = 28, 20
 
 
+def grey_levels(image: Image.Image) -> np.ndarray:
+    """Grey levels in [0, 255] as floats; transparent parts count as white paper."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
 def read_grey(path: str | Path) -> np.ndarray:
     """The image as a float array of grey levels in [0, 255]; CnnlabError if it is not one."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("L"), dtype=np.float32)
+            return grey_levels(image)
     except FileNotFoundError:
         raise CnnlabError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:

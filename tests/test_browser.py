@@ -1,0 +1,245 @@
+"""The explorer page in a real browser (Debian's Chromium, driven by Playwright).
+
+A person draws a digit stroke by stroke and sees the input, the probabilities
+and the maps; clicks a unit; loads test digits; uploads a picture; switches
+checkpoints; follows a training run as its metrics log grows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab import inspect
+from cnnlab.arch import parse_arch
+from cnnlab.images import load_digit
+from cnnlab.network import Network
+from cnnlab.train import METRICS, MODEL, predict_labels
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(f"no {CHROMIUM}: apt-get install chromium chromium-driver", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+pytest.importorskip("flask", reason='the explorer needs Flask: pip install "cnnlab[web]"')
+
+from cnnlab.web import ServedFolder  # noqa: E402
+from cnnlab.web.server import start  # noqa: E402
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+RUN = f"run/{MODEL}"
+OTHER = "other.safetensors"  # a second network: ConvPool layers, untrained
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, trained_run) -> Path:
+    """A folder with the trained run (its log cut to epoch 1) and a second checkpoint."""
+    root = tmp_path_factory.mktemp("served")
+    shutil.copytree(trained_run, root / "run")
+    lines = (root / "run" / METRICS).read_text().splitlines(keepends=True)
+    (root / "run" / METRICS).write_text(lines[0])
+    spec = {"input": [1, 28, 28], "layers": parse_arch("convpool6x5-convpool4x5-softmax10")}
+    Network.create(spec, seed=1).save(root / OTHER)
+    return root
+
+
+@pytest.fixture(scope="module")
+def base_url(served):
+    server = start(ServedFolder(served, default=RUN), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}/"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, base_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(base_url)
+    page.wait_for_selector("#stage-0 canvas")
+    yield page
+    page.close()
+    assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def network(trained_run) -> Network:
+    return Network.load(trained_run / MODEL)[0]
+
+
+def settle(page) -> None:
+    """Wait until the page has no analysis running or waiting."""
+    page.wait_for_selector("#answer-panel[aria-busy=false]")
+    page.wait_for_timeout(100)
+    page.wait_for_selector("#answer-panel[aria-busy=false]")
+
+
+def stroke(page, points) -> None:
+    """One stroke of the mouse through ``points`` (pixels of the 280×280 drawing area)."""
+    box = page.locator("#draw").bounding_box()
+    (x, y), *rest = points
+    page.mouse.move(box["x"] + x, box["y"] + y)
+    page.mouse.down()
+    for x, y in rest:
+        page.mouse.move(box["x"] + x, box["y"] + y, steps=4)
+    page.mouse.up()
+
+
+def draw_digit(page, pixels: np.ndarray) -> None:
+    """Draw a 28×28 digit from its pixels: one stroke per run of ink in each row, 10× larger."""
+    for row in range(28):
+        ink = np.flatnonzero(pixels[row] > 0.5)
+        runs = np.split(ink, np.flatnonzero(np.diff(ink) > 1) + 1) if len(ink) else []
+        for run in runs:
+            stroke(page, [(run[0] * 10 + 5, row * 10 + 5), (run[-1] * 10 + 5, row * 10 + 5)])
+    settle(page)
+
+
+def painted(page, selector: str) -> list[bool]:
+    """For each canvas matching ``selector``: has anything been drawn on it?"""
+    return page.evaluate(
+        """(selector) => [...document.querySelectorAll(selector)].map((canvas) => {
+             if (!canvas.width || !canvas.height) return false;
+             const ctx = canvas.getContext("2d");
+             const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+             return data.some((value, i) => i % 4 === 3 && value > 0);
+           })""",
+        selector,
+    )
+
+
+def test_drawing_shows_input_probabilities_and_every_feature_map(page):
+    stroke(page, [(90, 60), (200, 60), (150, 160), (120, 250)])  # a 7, in two strokes
+    stroke(page, [(110, 150), (190, 150)])
+    settle(page)
+    assert page.inner_text("#prediction") in [str(d) for d in range(10)]
+    shares = page.locator("#probabilities .value").all_inner_texts()
+    assert len(shares) == 10
+    assert sum(float(s.rstrip("%")) for s in shares) == pytest.approx(100, abs=0.6)
+    assert all(painted(page, "#input"))
+    maps = painted(page, ".stage canvas")
+    assert len(maps) == 8 + 8 + 1 and all(maps)  # conv maps, pooled maps, the fc units
+    assert page.locator("#filters canvas").count() == 8 and all(painted(page, "#filters canvas"))
+    assert page.inner_text("#status") == ""
+
+
+def test_known_test_digits_drawn_from_their_pixels_are_recognised(page, network, mnist):
+    images, labels = mnist.test.images[:40], mnist.test.labels[:40]
+    confident = network.predict_proba(images.float() / 255).max(1).values > 0.9
+    right = predict_labels(network, images) == labels
+    chosen = torch.nonzero(confident & right).flatten()[:2].tolist()
+    for index in chosen:
+        page.click("#clear")
+        draw_digit(page, images[index, 0].numpy() / 255)
+        assert page.inner_text("#prediction") == str(int(labels[index])), f"test image {index}"
+
+
+def test_clicking_a_unit_highlights_its_receptive_field(page, network):
+    stroke(page, [(140, 40), (140, 240)])
+    settle(page)
+    target = page.locator("#stage-1 canvas").nth(2)  # the pooled maps: 8×12×12
+    box = target.bounding_box()
+    target.click(position={"x": box["width"] * 0.55, "y": box["height"] * 0.3})
+    row, col = int(0.3 * 12), int(0.55 * 12)
+    top, left, bottom, right = inspect.receptive_field(network, 1, row, col)
+    page.wait_for_function("document.querySelector('#field-info').textContent.includes('sees')")
+    text = page.inner_text("#field-info")
+    assert f"Unit ({row}, {col}) of map 3" in text
+    assert f"rows {top}–{bottom}, columns {left}–{right} (6×6 pixels)" in text
+
+
+def test_test_digits_load_and_are_classified_as_the_library_does(page, network, mnist):
+    page.click("#samples-button")
+    page.wait_for_selector("#samples figure")
+    assert page.locator("#samples figure").count() == 12
+    first = page.locator("#samples figure").first
+    index = int(first.get_attribute("title").split()[2].rstrip(","))
+    first.click()
+    settle(page)
+    expected = predict_labels(network, mnist.test.images[index : index + 1])[0]
+    assert page.inner_text("#prediction") == str(int(expected))
+
+
+def test_an_uploaded_picture_is_classified_as_cnnlab_predict_does(page, network, mnist, tmp_path):
+    path = tmp_path / "digit.png"
+    Image.fromarray(255 - mnist.test.images[1, 0].numpy()).resize((100, 100)).save(path)
+    page.set_input_files("#upload", str(path))
+    settle(page)
+    expected = network.predict_proba(load_digit(path)[None]).argmax()
+    assert page.inner_text("#prediction") == str(int(expected))
+
+
+def test_a_bad_upload_is_reported_and_the_page_keeps_working(page, tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not a picture")
+    page.set_input_files("#upload", str(path))
+    settle(page)
+    assert "not a readable image" in page.inner_text("#status")
+    big = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1600, 1600), np.uint8)).save(
+        big, "PNG"
+    )
+    page.set_input_files(
+        "#upload", files=[{"name": "big.png", "mimeType": "image/png", "buffer": big.getvalue()}]
+    )
+    settle(page)
+    assert "larger than the limit" in page.inner_text("#status")
+    page.click("#clear")
+    stroke(page, [(140, 40), (140, 240)])
+    settle(page)
+    assert page.inner_text("#prediction") != "" and page.inner_text("#status") == ""
+
+
+def test_switching_checkpoints_rebuilds_the_maps_and_analyses_again(page):
+    stroke(page, [(140, 40), (140, 240)])
+    settle(page)
+    assert page.locator("#stage-0 h3").inner_text().startswith("conv 8×5×5")
+    page.select_option("#checkpoint", OTHER)
+    page.wait_for_function(
+        "document.querySelector('#stage-1 h3')?.textContent.startsWith('max pool')"
+        " && document.querySelectorAll('#stage-1 canvas').length === 6"
+    )
+    settle(page)
+    assert all(painted(page, ".stage canvas"))
+    assert "convpool6x5" in page.inner_text("#network-info")
+
+
+def test_training_curves_follow_the_metrics_log(page, served, trained_run):
+    page.wait_for_function("document.querySelector('#run-status').textContent.includes('epoch 1')")
+    assert page.inner_text("#run-status").startswith("epoch 1 of 2")
+    rows = (trained_run / METRICS).read_text().splitlines()
+    (served / "run" / METRICS).write_text("\n".join(rows) + "\n")  # the second epoch finishes
+    page.wait_for_function(
+        "document.querySelector('#run-status').textContent.startsWith('epoch 2 of 2')",
+        timeout=10_000,
+    )
+    test = json.loads(rows[-1])["test_accuracy"]
+    assert f"test {100 * test:.2f}%" in page.inner_text("#run-status")
+    assert all(painted(page, ".charts canvas"))

@@ -1,0 +1,272 @@
+"""The explorer's JSON API, through Flask's test client and one real server.
+
+Predictions must be those of `cnnlab predict`; stages must have the summary's
+shapes; bad input of every kind gets a JSON error, and the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("flask", reason='the explorer needs Flask: pip install "cnnlab[web]"')
+
+from cnnlab import inspect
+from cnnlab.cli import main
+from cnnlab.errors import CnnlabError
+from cnnlab.network import Network
+from cnnlab.train import MODEL, predict_labels
+from cnnlab.web import ServedFolder, create_app
+from cnnlab.web.server import start
+
+LIMIT = 200_000  # bytes: a small upload limit keeps the oversized request small too
+
+
+@pytest.fixture(scope="module")
+def client(trained_run):
+    app = create_app(ServedFolder(trained_run), max_upload=LIMIT)
+    return app.test_client()
+
+
+def png_bytes(pixels: np.ndarray, size: int = 112) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).resize((size, size)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def upload(client, data: bytes, checkpoint: str = MODEL, name: str = "digit.png"):
+    return client.post(
+        f"/api/analyze?checkpoint={checkpoint}",
+        data={"image": (io.BytesIO(data), name)},
+        content_type="multipart/form-data",
+    )
+
+
+def assert_still_serving(client):
+    response = client.get("/api/checkpoints")
+    assert response.status_code == 200 and response.json["checkpoints"]
+
+
+def test_the_page_and_its_files_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and b"cnnlab explorer" in page.data
+    for name in ("explorer.js", "explorer.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+    assert client.get("/static/../app.py").status_code == 404
+
+
+def test_checkpoints_list_the_model_but_not_the_resume_checkpoint(client):
+    listing = client.get("/api/checkpoints").json
+    assert [c["name"] for c in listing["checkpoints"]] == [MODEL]
+    assert listing["default"] == MODEL
+
+
+def test_prediction_matches_cnnlab_predict_on_mnist_test_images(
+    client, capsys, tmp_path, mnist, trained_run
+):
+    paths = []
+    for index in range(8):
+        path = tmp_path / f"digit{index}.png"
+        pixels = mnist.test.images[index, 0].numpy()
+        path.write_bytes(png_bytes(255 - pixels if index % 2 else pixels))
+        paths.append(path)
+    assert main(["predict", str(trained_run), *map(str, paths), "--top", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(paths)
+    for path, line in zip(paths, lines):
+        response = upload(client, path.read_bytes())
+        assert response.status_code == 200, response.json
+        label = line.split(": ")[1].split()[0]
+        assert response.json["label"] == label
+        assert f"({label} {max(response.json['probabilities']):.1%})" in line
+
+
+def test_pixels_are_classified_exactly_as_the_library_does(client, trained_run, mnist):
+    network, _ = Network.load(trained_run / MODEL)
+    images = mnist.test.images[:20]
+    expected = predict_labels(network, images).tolist()
+    for image, label in zip(images, expected):
+        pixels = (image[0].float() / 255).tolist()
+        answer = client.post("/api/analyze", json={"pixels": pixels}).json
+        assert answer["predicted"] == label
+        np.testing.assert_allclose(answer["input"], pixels, atol=1e-4)
+
+
+def test_stages_have_the_shapes_the_summary_promises(client, trained_run):
+    network, _ = Network.load(trained_run / MODEL)
+    described = client.get("/api/network").json
+    answer = client.post("/api/analyze", json={"pixels": np.zeros((28, 28)).tolist()}).json
+    summary_shapes = [list(row.output_shape) for row in network.summary_rows()[1:]]
+    assert [s["shape"] for s in described["stages"]] == summary_shapes
+    for stage in answer["stages"]:
+        assert list(np.shape(stage["values"])) == stage["shape"]
+        assert stage["min"] == pytest.approx(np.min(stage["values"]), abs=1e-4)
+    assert [s["shape"] for s in answer["stages"]] == summary_shapes
+    assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-4)
+    assert np.shape(described["filters"]["weights"]) == (8, 1, 5, 5)
+    assert described["classes"] == [str(d) for d in range(10)]
+
+
+def test_receptive_field_comes_from_the_library(client, trained_run):
+    network, _ = Network.load(trained_run / MODEL)
+    answer = client.get("/api/receptive-field?stage=1&row=5&col=7").json
+    assert tuple(answer.values()) == inspect.receptive_field(network, 1, 5, 7) == (10, 14, 15, 19)
+    for query in ("stage=1&row=99&col=0", "stage=x&row=0&col=0", "row=0", "stage=50"):
+        response = client.get(f"/api/receptive-field?{query}")
+        assert response.status_code == 400 and "error" in response.json
+
+
+def test_samples_are_test_digits_with_their_labels(client, mnist):
+    answer = client.get("/api/samples?count=5&seed=3").json
+    assert len(answer["pixels"]) == 5 and answer["dataset"] == "mnist"
+    for index, label, pixels in zip(answer["indices"], answer["labels"], answer["pixels"]):
+        assert label == str(int(mnist.test.labels[index]))
+        expected = mnist.test.images[index, 0].float() / 255
+        torch.testing.assert_close(torch.tensor(pixels), expected, atol=1e-5, rtol=0)
+    assert client.get("/api/samples?count=5&seed=3").json == answer
+    assert client.get("/api/samples?count=0").status_code == 400
+    assert client.get("/api/samples?count=1000").status_code == 400
+
+
+def test_runs_and_their_metrics(client, trained_run):
+    runs = client.get("/api/runs").json["runs"]
+    assert [r["name"] for r in runs] == ["."]
+    metrics = client.get("/api/metrics?run=.").json
+    assert metrics["epochs"] == 2
+    assert metrics["history"] == inspect.training_history(trained_run)
+    assert client.get("/api/metrics?run=elsewhere").status_code == 404
+
+
+def test_an_upload_over_the_limit_is_refused_with_413(client):
+    response = upload(client, b"\x89PNG" + bytes(LIMIT))
+    assert response.status_code == 413
+    assert "larger than the limit" in response.json["error"]
+    assert_still_serving(client)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"hello, this is text", b"\x89PNG\r\n\x1a\n" + bytes(100), b"", b"GIF89a" + bytes(30)],
+    ids=["text", "broken-png", "empty", "broken-gif"],
+)
+def test_what_is_not_an_image_is_refused_with_400(client, body):
+    response = upload(client, body)
+    assert response.status_code == 400
+    assert "not a readable image" in response.json["error"]
+    assert_still_serving(client)
+
+
+def test_a_blank_drawing_and_bad_requests_get_400(client):
+    blank = upload(client, png_bytes(np.full((28, 28), 255)))
+    assert blank.status_code == 400 and "blank" in blank.json["error"]
+    for body in ({"pixels": [[0.5] * 27] * 28}, {"pixels": "seven"}, {"pixels": [[None] * 28] * 28},
+                 [1, 2], {"nothing": 1}):  # fmt: skip
+        response = client.post("/api/analyze", json=body)
+        assert response.status_code == 400 and "pixels" in response.json["error"]
+    response = client.post("/api/analyze", data="x=1", content_type="text/plain")
+    assert response.status_code == 400
+    assert client.post("/api/analyze", data="{", content_type="application/json").status_code == 400
+    assert client.get("/api/analyze").status_code == 405
+    assert client.get("/api/nothing").status_code == 404
+    assert_still_serving(client)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../model.safetensors",
+        "/etc/passwd",
+        "%2Fetc%2Fpasswd",
+        "..%2F..%2Fmodel.safetensors",
+        "a/../../model.safetensors",
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+        "outside.safetensors",
+        "linked/model.safetensors",
+    ],
+)
+def test_a_checkpoint_outside_the_served_folder_is_refused(tmp_path, trained_run, name):
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(trained_run / MODEL, served / MODEL)
+    (served / "outside.safetensors").symlink_to(trained_run / MODEL)  # a link that escapes
+    (served / "linked").symlink_to(trained_run, target_is_directory=True)
+    (tmp_path / "model.safetensors").write_bytes((trained_run / MODEL).read_bytes())
+    client = create_app(ServedFolder(served)).test_client()
+    assert [c["name"] for c in client.get("/api/checkpoints").json["checkpoints"]] == [MODEL]
+    for path in ("/api/network", "/api/samples"):
+        response = client.get(f"{path}?checkpoint={name}")
+        assert response.status_code == 404
+        assert "served folder" in response.json["error"]
+    response = client.post(f"/api/analyze?checkpoint={name}", json={"pixels": [[0] * 28] * 28})
+    assert response.status_code == 404
+    assert client.get(f"/api/network?checkpoint={MODEL}").status_code == 200
+
+
+def test_a_checkpoint_is_reloaded_when_its_file_changes(tmp_path, trained_run):
+    shutil.copytree(trained_run, tmp_path / "run")
+    folder = ServedFolder(tmp_path)
+    name = f"run/{MODEL}"
+    _, first, _ = folder.network(name)
+    assert folder.network(name)[1] is first
+    network, meta = Network.load(tmp_path / name)
+    network.save(tmp_path / name, {k: v for k, v in meta.items() if k != "spec"})
+    assert folder.network(name)[1] is not first
+
+
+def test_serving_needs_a_checkpoint_or_a_run(tmp_path, capsys):
+    with pytest.raises(CnnlabError, match="cnnlab train"):
+        ServedFolder.open(tmp_path)
+    with pytest.raises(CnnlabError, match="no such checkpoint or folder"):
+        ServedFolder.open(tmp_path / "missing")
+    (tmp_path / "digit.png").write_bytes(b"")
+    with pytest.raises(CnnlabError, match="not a checkpoint"):
+        ServedFolder.open(tmp_path / "digit.png")
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cnnlab train" in err
+
+
+def test_serve_says_how_to_install_flask_when_it_is_missing(monkeypatch, capsys, tmp_path):
+    for module in [m for m in sys.modules if m == "cnnlab.web" or m.startswith("cnnlab.web.")]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, "flask", None)
+    assert main(["serve", str(tmp_path)]) == 2
+    assert 'pip install "cnnlab[web]"' in capsys.readouterr().err
+
+
+def test_a_real_server_refuses_bad_requests_and_keeps_serving(trained_run):
+    server = start(ServedFolder(trained_run), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        with pytest.raises(CnnlabError, match="in use"):
+            start(ServedFolder(trained_run), "127.0.0.1", server.port)
+        for body, expected in [(bytes(3 * 1024 * 1024), 413), (b"plain text", 400)]:
+            request = urllib.request.Request(
+                f"{base}/api/analyze", data=body, headers={"Content-Type": "image/png"}
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == expected
+            assert "error" in json.loads(refused.value.read())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/api/network?checkpoint=../{MODEL}", timeout=10)
+        assert refused.value.code == 404
+        with urllib.request.urlopen(f"{base}/api/network", timeout=10) as response:
+            assert json.loads(response.read())["checkpoint"] == MODEL
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
