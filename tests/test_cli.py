@@ -134,3 +134,27 @@ def test_the_installed_command_prints_no_traceback():
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip() == "cnnlab: error: missing.safetensors: no such file"
+
+
+def test_reproduce_quick_smoke_run_prints_the_table(capsys, tmp_path, mnist):
+    status, out, _ = run(capsys, "reproduce", "--rows", "conv1", "--quick", "--runs", 1,
+                         "--out", tmp_path)  # fmt: skip
+    assert status == 0
+    assert "| conv1 |" in out and "98.78%" in out
+    assert (tmp_path / "results.json").exists()
+
+
+def test_expansion_and_augmentation_are_available_from_the_command_line(capsys, tmp_path, mnist):
+    status, out, _ = run(capsys, "train", "--arch", "fc10-softmax10", "--train-subset", 100,
+                         "--expand", "--augment", "shift", "--epochs", 1, "--batch-size", 10,
+                         "--out", tmp_path / "r", "--quiet")  # fmt: skip
+    assert status == 0 and out.splitlines()[-1].startswith("test accuracy: ")
+    status, _, err = run(capsys, "train", "--augment", "wobble")
+    assert status == 2 and "invalid choice" in err
+
+
+def test_ensemble_commands_answer_bad_input_in_one_line(capsys, tmp_path):
+    status, _, err = run(capsys, "ensemble", "evaluate", tmp_path)
+    assert status == 2 and "no member-*/model.safetensors" in err
+    status, _, err = run(capsys, "reproduce", "--rows", "conv9", "--quick", "--out", tmp_path)
+    assert status == 2 and "unknown rows conv9" in err

@@ -17,10 +17,13 @@ from . import data as datasets
 from . import inspect, masks
 from .arch import HELP as ARCH_HELP
 from .arch import format_arch, parse_arch
+from .augment import DISTORTIONS
+from .ensemble import evaluate_folder, train_members
 from .errors import CnnlabError, Interrupted
 from .images import load_digit
 from .network import INITS, Network
 from .presets import DEFAULT, PRESETS, get_preset
+from .reproduce import ROW_NAMES, reproduce
 from .train import (
     CHECKPOINT,
     MODEL,
@@ -82,6 +85,21 @@ TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--momentum", {"type": float}),
     ("--l2", {"type": float, "help": "L2 regularisation λ, as in the chapter (decay η·λ·m/n)"}),
     ("--label-smoothing", {"type": float}),
+    (
+        "--expand",
+        {
+            "action": "store_const",
+            "const": True,
+            "help": "the chapter's 5× expansion: every image shifted 1 pixel 4 ways",
+        },
+    ),
+    (
+        "--augment",
+        {
+            "choices": tuple(DISTORTIONS),
+            "help": "random distortions per batch (shift, affine, elastic)",
+        },
+    ),
     ("--seed", {"type": int}),
     ("--init", {"choices": INITS, "help": "initial weights: PyTorch's, or network3.py's"}),
     ("--device", {"choices": ("auto", "cpu", "cuda")}),
@@ -89,8 +107,23 @@ TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """What a training run is: the network (preset or arch) and its settings."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", help=f"a named network with its settings (default {DEFAULT})")
+    which.add_argument("--arch", metavar="SPEC", help="a network in the short form")
+    for flag, options in TRAIN_OPTIONS:
+        p.add_argument(flag, **options)
+    p.add_argument("--dropout", type=float, help="dropout on the input of every fc/softmax layer")
+    p.add_argument(
+        "--faithful",
+        action="store_true",
+        help="network3.py's conventions: its init, no reshuffle, dropout scaled at test",
+    )
+
+
 def _add_train(commands: argparse._SubParsersAction) -> None:
-    presets = "\n".join(f"  {p.name:<12} {p.description}" for p in PRESETS.values())
+    presets = "\n".join(f"  {p.name}: {p.description}" for p in PRESETS.values())
     p = commands.add_parser(
         "train",
         help="train a network and report its test accuracy",
@@ -101,17 +134,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         " η = 0.1, 10 epochs, the nielsen split.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--preset", help=f"a named network with its settings (default {DEFAULT})")
-    which.add_argument("--arch", metavar="SPEC", help="a network in the short form (see below)")
-    for flag, options in TRAIN_OPTIONS:
-        p.add_argument(flag, **options)
-    p.add_argument("--dropout", type=float, help="dropout on the input of every fc/softmax layer")
-    p.add_argument(
-        "--faithful",
-        action="store_true",
-        help="network3.py's conventions: its init, no reshuffle, dropout scaled at test",
-    )
+    _add_run_options(p)
     p.add_argument(
         "--kernels",
         choices=("native", "explicit"),
@@ -212,6 +235,89 @@ def _train(args: argparse.Namespace) -> None:
     print(f"test accuracy: {result.test_accuracy:.2%} ({chosen}; model in {out / MODEL})")
 
 
+# ---- ensembles and the chapter's table ------------------------------------------------------
+def _ensemble_train(args: argparse.Namespace) -> None:
+    name, spec, config = _train_setup(args)
+    out = Path(args.out or f"runs/{name}-ensemble")
+    _info(
+        f"{args.members} × {name}: {format_arch(spec['layers'])}, seeds {config.seed}–"
+        f"{config.seed + args.members - 1}, {config.epochs} epochs each; saving to {out}"
+    )
+    try:
+        train_members(spec, config, args.members, out, args.processes, log=print)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "interrupted; finished epochs are saved: run the same command to continue"
+        ) from None
+    _ensemble_report(out)
+
+
+def _ensemble_report(folder: Path | str) -> None:
+    scores = evaluate_folder(folder)
+    for index, member in enumerate(scores["members"], 1):
+        print(f"member {index}: test accuracy {member:.2%}")
+    print(f"averaged probabilities: test accuracy {scores['average']:.2%}")
+    print(f"majority vote: test accuracy {scores['vote']:.2%} ({len(scores['members'])} members)")
+
+
+def _ensemble_evaluate(args: argparse.Namespace) -> None:
+    _ensemble_report(args.folder)
+
+
+def _add_ensemble(commands: argparse._SubParsersAction) -> None:
+    ensemble = commands.add_parser("ensemble", help="train and evaluate ensembles of networks")
+    sub = ensemble.add_subparsers(
+        dest="ensemble_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    p = sub.add_parser(
+        "train",
+        help="train several networks with different seeds (in parallel processes)",
+        description="Train --members copies of a network, seeds seed, seed+1, …, each in its own"
+        " run folder under --out; then report each member, the averaged probabilities and the"
+        " majority vote. Running the same command again continues unfinished members.",
+    )
+    _add_run_options(p)
+    p.add_argument("--members", type=int, default=5, help="how many networks (default 5)")
+    p.add_argument("--processes", type=int, help="parallel processes (default: one per core)")
+    p.add_argument(
+        "--out", metavar="DIR", help="folder for the members (default runs/NAME-ensemble)"
+    )
+    p.set_defaults(run=_ensemble_train, resume=False)
+    p = sub.add_parser("evaluate", help="test accuracy of members, average and vote")
+    p.add_argument("folder", help="the folder given to `cnnlab ensemble train --out`")
+    p.set_defaults(run=_ensemble_evaluate)
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    chosen = [mode for mode in ("faithful", "fast", "quick") if getattr(args, mode)]
+    mode = chosen[0] if chosen else "chapter"
+    rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
+    out = Path(args.out or f"reproduce-{mode}")
+    reproduce(out, rows, mode, args.runs, log=_info)
+    print((out / "results.md").read_text(), end="")
+
+
+def _add_reproduce(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "reproduce",
+        help="re-measure the chapter's results table, row by row",
+        description="Train every row of the chapter's table (best of --runs, as the chapter"
+        " reports, and mean ± std), writing results.md and results.json to --out. A finished"
+        " row is not run again; an interrupted run resumes. The full table at the chapter's"
+        " settings takes many hours on a CPU.",
+    )
+    p.add_argument(
+        "--rows", metavar="A,B", help=f"rows to run (default all: {', '.join(ROW_NAMES)})"
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--faithful", action="store_true", help="network3.py's exact conventions")
+    mode.add_argument("--fast", action="store_true", help="same architectures, a faster schedule")
+    mode.add_argument("--quick", action="store_true", help="a smoke test on 3,000 images")
+    p.add_argument("--runs", type=int, default=3, help="runs per row (default 3)")
+    p.add_argument("--out", metavar="DIR", help="results folder (default reproduce-MODE)")
+    p.set_defaults(run=_reproduce)
+
+
 # ---- evaluate, predict, summary, presets ------------------------------------------------------
 def _checkpoint(path: str) -> Path:
     """A checkpoint file, or the model file of a run folder."""
@@ -259,9 +365,10 @@ def _summary(args: argparse.Namespace) -> None:
 
 
 def _presets(args: argparse.Namespace) -> None:
+    width = max(len(name) for name in PRESETS)
     for p in PRESETS.values():
         published = f"published {p.published:.2%}" if p.published else "no chapter figure"
-        print(f"{p.name:<12} {published:<18} {p.arch}\n{'':<12} {p.description}")
+        print(f"{p.name:<{width}}  {published:<17}  {p.arch}\n{'':<{width}}  {p.description}")
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -473,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
     _add_train(commands)
+    _add_ensemble(commands)
+    _add_reproduce(commands)
 
     p = commands.add_parser("evaluate", help="test accuracy of a saved network")
     p.add_argument("checkpoint", help="a .safetensors file, or a run folder")
