@@ -20,6 +20,7 @@ def test_quick_reproduce_of_one_row_writes_the_table_and_skips_it_next_time(tmp_
     assert "| conv1 |" in table and "98.78%" in table and "cnnlab reproduce --rows conv1" in table
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["rows"]["conv1"]["measured"] == row["measured"]
+    assert (tmp_path / "filters-conv1.png").stat().st_size > 1000
     again = reproduce(tmp_path, rows=["conv1"], mode="quick", runs=2, log=print)
     assert again["rows"]["conv1"]["runs"] == row["runs"]  # not trained again
 

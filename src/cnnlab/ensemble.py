@@ -66,10 +66,14 @@ def load_members(folder: str | Path) -> list[tuple[Network, dict[str, Any]]]:
 
 def evaluate(members: list[Network], test: Part) -> dict[str, Any]:
     """Test accuracy of each member, of the averaged probabilities and of the majority vote."""
-    probabilities = member_probabilities(members, test.images)
+    return scores(member_probabilities(members, test.images), test.labels)
+
+
+def scores(probabilities: Tensor, labels: Tensor) -> dict[str, Any]:
+    """``evaluate`` from member probabilities (members, images, classes) already computed."""
 
     def accuracy(predicted: Tensor) -> float:
-        return (predicted == test.labels).float().mean().item()
+        return (predicted == labels).float().mean().item()
 
     return {
         "members": [accuracy(p.argmax(1)) for p in probabilities],

@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import load_splits
-from .ensemble import evaluate
+from . import plots
+from .data import CLASS_NAMES, load_splits
+from .ensemble import majority_vote, member_probabilities, scores
 from .errors import CnnlabError
 from .files import write_atomically
+from .inspect import filters, mistakes
 from .network import Network
 from .presets import get_preset
 from .train import CHECKPOINT, MODEL, TrainConfig, fit, new_network
@@ -45,6 +47,7 @@ FAST_CHANGES = {
 }
 QUICK_CHANGES = {"train_subset": 3000, "epochs": 2}
 ENSEMBLE_MEMBERS = 5
+MISTAKES = "mistakes.png"  # the ensemble's misclassified test digits, beside results.md
 SHOWN_SETTINGS = ("epochs", "batch_size", "lr", "l2", "momentum", "schedule", "expand", "faithful")
 
 
@@ -137,6 +140,9 @@ def reproduce_row(row: Row, mode: str, runs: int, out: Path, log: Callable[[str]
         for seed in range(runs):
             results.append(train_run(row.preset, mode, seed, out / row.preset / f"seed-{seed}"))
             log(f"{row.name}: seed {seed} test {results[-1]['test_accuracy']:.2%}")
+        best = max(results, key=lambda r: r["test_accuracy"])
+        model = out / row.preset / f"seed-{best['seed']}" / MODEL
+        _draw_filters(model, out / f"filters-{row.name}.png")
         return _summarise(row, mode, results, {})
     members = ENSEMBLE_MEMBERS if mode != "quick" else 2
     results = [
@@ -146,11 +152,22 @@ def reproduce_row(row: Row, mode: str, runs: int, out: Path, log: Callable[[str]
     networks = [Network.load(out / row.preset / f"seed-{s}" / MODEL)[0] for s in range(members)]
     config = settings_for(row.preset, mode, 0)
     test = load_splits(config.dataset, config.split, config.validation).test
-    scores = evaluate(networks, test)
-    summary = _summarise(row, mode, results, {"members": scores["members"],
-                                               "average": scores["average"]})  # fmt: skip
-    summary.update(measured=scores["vote"], mean=scores["vote"], std=0.0)
+    probabilities = member_probabilities(networks, test.images)
+    found = mistakes(test, majority_vote(probabilities))
+    title = f"the {len(found.labels)} test digits the ensemble of {members} gets wrong"
+    plots.save(plots.mistakes_figure(found, CLASS_NAMES[config.dataset], title), out / MISTAKES)
+    result = scores(probabilities, test.labels)
+    extra = {"members": result["members"], "average": result["average"]}
+    summary = _summarise(row, mode, results, extra)
+    summary.update(measured=result["vote"], mean=result["vote"], std=0.0)
     return summary
+
+
+def _draw_filters(model: Path, picture: Path) -> None:
+    """The learned filters of a row's best network, if it has conv layers."""
+    banks = filters(Network.load(model)[0])
+    if banks:
+        plots.save(plots.filters_figure(banks), picture)
 
 
 def results_table(results: dict[str, Any]) -> str:
