@@ -124,6 +124,19 @@ def test_a_finished_run_is_not_overwritten_without_resume(capsys, trained_run):
     assert status == 2 and "only --epochs and --device may change (drop --lr)" in err
 
 
+def test_more_bad_input_is_answered_in_one_line(capsys, tmp_path, trained_run):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    status, _, err = run(capsys, "train", "--arch", "fc10-softmax10", "--train-subset", 100,
+                         "--epochs", 1, "--out", not_a_folder / "run", "--quiet")  # fmt: skip
+    assert status == 2 and len(err.strip().splitlines()) == 1 and str(not_a_folder) in err
+    status, _, err = run(capsys, "train", "--arch", "fc10-bn-softmax10", "--batch-size", 1,
+                         "--train-subset", 100, "--out", tmp_path / "bn")  # fmt: skip
+    assert status == 2 and "mini-batches of 2 or more" in err
+    status, _, err = run(capsys, "train", "--out", trained_run, "--resume", "--epochs", 5)
+    assert status == 2 and "onecycle schedule was laid out for 2 epochs" in err
+
+
 def test_resuming_a_finished_run_reports_its_result(capsys, trained_run):
     status, out, _ = run(capsys, "train", "--out", trained_run, "--resume", "--quiet")
     assert status == 0 and out.splitlines()[-1].startswith("test accuracy: ")

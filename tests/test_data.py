@@ -43,14 +43,17 @@ def test_idx_reader_rejects_corrupt_files(mangle, message):
         data.parse_idx(mangle(good))
 
 
-def write_idx_dir(folder, n_train=6, n_test=4, compress=True):
+def write_idx_dir(folder, n_train=60_000, n_test=10_000, compress=True):
+    """IDX files of the full MNIST sizes; only the first images have content (fast to gzip)."""
     rng = np.random.default_rng(0)
     arrays = {
-        "train_images": rng.integers(0, 256, (n_train, 28, 28)),
+        "train_images": np.zeros((n_train, 28, 28), np.uint8),
         "train_labels": rng.integers(0, 10, n_train),
-        "test_images": rng.integers(0, 256, (n_test, 28, 28)),
+        "test_images": np.zeros((n_test, 28, 28), np.uint8),
         "test_labels": rng.integers(0, 10, n_test),
     }
+    arrays["train_images"][:5] = rng.integers(0, 256, (5, 28, 28))
+    arrays["test_images"][:5] = rng.integers(0, 256, (5, 28, 28))
     for key, stem in data.IDX_FILES.items():
         raw = idx_bytes(arrays[key])
         if compress:
@@ -71,6 +74,14 @@ def test_a_folder_of_idx_files_is_read_and_cached(tmp_path, monkeypatch, compres
     assert str(tmp_path) in source
 
 
+def test_a_folder_with_too_few_images_is_refused_and_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    write_idx_dir(tmp_path, n_train=100, n_test=10)
+    with pytest.raises(DataError, match="100 training and 10 test images"):
+        data.fetch("mnist", from_dir=tmp_path)
+    assert not (tmp_path / "cache" / "mnist.npz").exists()
+
+
 def test_a_truncated_file_in_the_folder_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     write_idx_dir(tmp_path, compress=False)
@@ -82,7 +93,7 @@ def test_a_truncated_file_in_the_folder_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_a_missing_file_is_named(tmp_path):
-    write_idx_dir(tmp_path)
+    write_idx_dir(tmp_path, n_train=6, n_test=5)
     os.remove(tmp_path / "t10k-labels-idx1-ubyte.gz")
     with pytest.raises(DataError, match="missing t10k-labels-idx1-ubyte"):
         data.read_idx_dir(tmp_path)

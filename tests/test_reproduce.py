@@ -33,7 +33,19 @@ def test_modes_change_settings_as_documented():
     assert fast.batch_size == FAST_CHANGES["batch_size"] and fast.schedule == "onecycle"
 
 
+def test_rows_without_conv_layers_draw_no_filters(tmp_path):
+    from cnnlab.reproduce import _draw_filters
+
+    from .conftest import small_network
+
+    small_network(arch="fc10-softmax10").save(tmp_path / "fc.safetensors")
+    _draw_filters(tmp_path / "fc.safetensors", tmp_path / "filters.png")
+    assert not (tmp_path / "filters.png").exists()
+
+
 def test_unknown_rows_and_mixed_modes_are_refused(tmp_path, mnist):
+    with pytest.raises(CnnlabError, match="--runs must be at least 1"):
+        reproduce(tmp_path, rows=["conv1"], mode="quick", runs=0)
     with pytest.raises(CnnlabError, match="unknown rows"):
         reproduce(tmp_path, rows=["conv9"], mode="quick")
     (tmp_path / "results.json").write_text(json.dumps({"mode": "fast", "rows": {}}))

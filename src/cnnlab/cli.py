@@ -172,6 +172,14 @@ def _train_setup(args: argparse.Namespace) -> tuple[str, dict[str, Any], TrainCo
                 "--resume continues with the run's saved settings; only --epochs and --device"
                 f" may change (drop {flags})"
             )
+        if (
+            overrides.get("epochs", config.epochs) != config.epochs
+            and config.schedule != "constant"
+        ):
+            raise CnnlabError(
+                f"this run's {config.schedule} schedule was laid out for {config.epochs} epochs;"
+                " changing --epochs on resume would reshape it: start a new run instead"
+            )
         for key in RESUMABLE & set(overrides):
             setattr(config, key, overrides[key])
         return Path(args.out).name, spec, config
@@ -199,6 +207,7 @@ def _train(args: argparse.Namespace) -> None:
         raise CnnlabError(
             f"{out} already holds a run: add --resume to continue it, or pick another --out"
         )
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails here, before any work
     network = new_network(spec, config, kernels=args.kernels)
     data = datasets.load_splits(
         config.dataset, config.split, config.validation, config.train_subset, log=_info
@@ -661,6 +670,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path the user gave that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cnnlab: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:  # a bug, not the user's fault: still no traceback unless asked
         if os.environ.get("CNNLAB_DEBUG"):
             raise

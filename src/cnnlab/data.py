@@ -136,6 +136,17 @@ def _check_arrays(arrays: dict[str, np.ndarray], origin: str) -> dict[str, np.nd
     return arrays
 
 
+def _check_counts(arrays: dict[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:
+    """A full data set: 60,000 training and 10,000 test images, as the splits assume."""
+    found = (len(arrays["train_labels"]), len(arrays["test_labels"]))
+    if found != (60_000, 10_000):
+        raise DataError(
+            f"{origin}: {found[0]:,} training and {found[1]:,} test images;"
+            " MNIST-style data sets have 60,000 and 10,000"
+        )
+    return arrays
+
+
 def read_idx_dir(directory: str | Path) -> dict[str, np.ndarray]:
     """The four standard IDX files (``.gz`` or not) from a directory."""
     directory = Path(directory)
@@ -316,7 +327,8 @@ def fetch(
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}")
     if from_dir is not None:
-        arrays, source = read_idx_dir(from_dir), f"IDX files in {from_dir}"
+        arrays = _check_counts(read_idx_dir(from_dir), str(from_dir))
+        source = f"IDX files in {from_dir}"
         _write_cache(name, arrays, source)
         return arrays, source
     if not force and (cached := _read_cache(name)) is not None:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import plots
 from .data import CLASS_NAMES, load_splits
 from .ensemble import majority_vote, member_probabilities, scores
 from .errors import CnnlabError
@@ -152,6 +151,8 @@ def reproduce_row(row: Row, mode: str, runs: int, out: Path, log: Callable[[str]
     networks = [Network.load(out / row.preset / f"seed-{s}" / MODEL)[0] for s in range(members)]
     config = settings_for(row.preset, mode, 0)
     test = load_splits(config.dataset, config.split, config.validation).test
+    from . import plots  # matplotlib loads only when a picture is drawn
+
     probabilities = member_probabilities(networks, test.images)
     found = mistakes(test, majority_vote(probabilities))
     title = f"the {len(found.labels)} test digits the ensemble of {members} gets wrong"
@@ -165,9 +166,13 @@ def reproduce_row(row: Row, mode: str, runs: int, out: Path, log: Callable[[str]
 
 def _draw_filters(model: Path, picture: Path) -> None:
     """The learned filters of a row's best network, if it has conv layers."""
-    banks = filters(Network.load(model)[0])
-    if banks:
-        plots.save(plots.filters_figure(banks), picture)
+    from . import plots  # matplotlib loads only when a picture is drawn
+
+    try:
+        banks = filters(Network.load(model)[0])
+    except CnnlabError:  # no shared filters to draw (the fully-connected baseline)
+        return
+    plots.save(plots.filters_figure(banks), picture)
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -208,6 +213,8 @@ def reproduce(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the chosen rows (all by default), skipping finished ones; write results.md/.json."""
+    if runs < 1:
+        raise CnnlabError("--runs must be at least 1")
     if mode not in MODES:
         raise CnnlabError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     chosen = rows or ROW_NAMES

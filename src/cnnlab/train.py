@@ -37,6 +37,7 @@ from .augment import DISTORTIONS, distort, expand
 from .data import Part, Splits
 from .errors import CheckpointError, CnnlabError
 from .files import write_atomically
+from .layers import BatchNorm
 from .network import INITS, Network, load_tensors, save_tensors
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -383,6 +384,8 @@ def fit(
     steps_per_epoch = len(train) // config.batch_size
     if steps_per_epoch == 0:
         raise CnnlabError(f"{len(train)} training images make no mini-batch of {config.batch_size}")
+    if config.batch_size == 1 and any(isinstance(m, BatchNorm) for m in network.modules()):
+        raise CnnlabError("batch normalisation needs mini-batches of 2 or more: raise --batch-size")
     network.to(device)
     optimizer = make_optimizer(network, config, steps_per_epoch)
     out_dir = Path(out) if out is not None else None
