@@ -108,6 +108,10 @@ class Layer(nn.Module):
         """Create parameters for inputs of ``in_shape``; return the output shape."""
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """A short name for summaries and messages, e.g. 'conv 20×5×5'."""
+        return self.kind
+
     def spec(self) -> dict[str, Any]:
         """This layer as a JSON-able dict, the inverse of ``layer_from_spec``."""
         raise NotImplementedError
@@ -269,6 +273,10 @@ class Pool(Layer):
     def forward(self, x: Tensor) -> Tensor:
         return _pool(self.ops, self.pool_kind, x, self.size, self.stride)
 
+    def describe(self) -> str:
+        stride = f" stride {self.stride}" if self.stride != self.size else ""
+        return f"{self.pool_kind} pool {self.size}×{self.size}{stride}"
+
     def spec(self) -> dict[str, Any]:
         return {"type": self.kind, "kind": self.pool_kind, "size": self.size, "stride": self.stride}
 
@@ -315,6 +323,9 @@ class ConvPool(_Windowed):
         z = self.ops.conv2d(x, self.weight, None, self.stride, self.padding)
         pooled = _pool(self.ops, self.pool.pool_kind, z, self.pool.size, self.pool.stride)
         return ACTIVATIONS[self.activation](pooled + self.bias[:, None, None])
+
+    def describe(self) -> str:
+        return f"{super().describe()} + {self.pool.describe()}"
 
     def init_network3(self) -> None:
         # network3: n_out = maps · size² / pool area
@@ -380,6 +391,9 @@ class FullyConnected(Layer):
 
     def forward(self, x: Tensor) -> Tensor:
         return ACTIVATIONS[self.activation](self._affine(x))
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.units}"
 
     def init_network3(self) -> None:
         _init_network3(self.weight, self.bias, self.units)

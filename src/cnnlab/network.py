@@ -186,7 +186,7 @@ class Network(nn.Module):
             rf = "whole input" if whole else f"{field}×{field}"
             rows.append(
                 SummaryRow(
-                    _describe(layer),
+                    layer.describe(),
                     layer.out_shape,
                     layer.parameter_count(),
                     layer.parameter_formula(),
@@ -230,7 +230,7 @@ class Network(nn.Module):
             if isinstance(layer, (Conv, ConvPool, LocallyConnected)) and layer.in_shape[0] > 1:
                 d, m, k = layer.in_shape[0], layer.maps, layer.size
                 notes.append(
-                    f"note: each filter of {_describe(layer)} spans the whole input depth {d}:"
+                    f"note: each filter of {layer.describe()} spans the whole input depth {d}:"
                     f" {m} × ({k}·{k}·{d} + 1) = {m * (k * k * d + 1):,} per position,"
                     f" not {m} × ({k}·{k} + 1) = {m * (k * k + 1):,}"
                 )
@@ -258,21 +258,6 @@ class Network(nn.Module):
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"{path}: weights do not match the spec ({first})") from None
         return network, meta
-
-
-def _describe(layer: Layer) -> str:
-    describe = getattr(layer, "describe", None)
-    if isinstance(layer, ConvPool):
-        return f"{describe()} + {layer.pool.pool_kind} pool {layer.pool.size}×{layer.pool.size}"
-    if describe is not None:
-        return describe()
-    if layer.kind == "pool":
-        return f"{layer.pool_kind} pool {layer.size}×{layer.size}" + (
-            f" stride {layer.stride}" if layer.stride != layer.size else ""
-        )
-    if layer.kind in ("fc", "softmax"):
-        return f"{layer.kind} {layer.units}"
-    return layer.kind
 
 
 def save_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> None:
