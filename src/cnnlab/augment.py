@@ -37,6 +37,15 @@ def shift(images: Tensor, down: int, right: int) -> Tensor:
 CHAPTER_SHIFTS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # up, down, left, right
 
 
+def shifted_views(images: Tensor) -> list[Tensor]:
+    """The images and their four one-pixel shifts: the chapter's expansion, for one batch.
+
+    Averaging a network's probabilities over these views is test-time augmentation:
+    a digit drawn a pixel off centre still meets a view it is centred in.
+    """
+    return [images] + [shift(images, d, r) for d, r in CHAPTER_SHIFTS]
+
+
 def expand(part: Part, seed: int = 0) -> Part:
     """The chapter's 5× expansion, shuffled once (as its expanded file is) with ``seed``."""
     images = torch.cat([part.images] + [shift(part.images, d, r) for d, r in CHAPTER_SHIFTS])

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -103,7 +104,27 @@ TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--seed", {"type": int}),
     ("--init", {"choices": INITS, "help": "initial weights: PyTorch's, or network3.py's"}),
     ("--device", {"choices": ("auto", "cpu", "cuda")}),
-    ("--precision", {"choices": PRECISIONS, "help": "bf16/fp16 mixed precision (fp32 weights)"}),
+    (
+        "--precision",
+        {
+            "choices": PRECISIONS,
+            "help": "bf16/fp16 mixed precision (fp32 weights); auto: bf16 where the device has it",
+        },
+    ),
+    (
+        "--channels-last",
+        {
+            "action": argparse.BooleanOptionalAction,
+            "help": "store maps as (batch, height, width, depth): faster convolutions on CPUs",
+        },
+    ),
+    (
+        "--tta",
+        {
+            "action": argparse.BooleanOptionalAction,
+            "help": "evaluate on the mean prediction over each image and its 1-pixel shifts",
+        },
+    ),
 ]
 
 
@@ -340,9 +361,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     network.to(pick_device(args.device))
     name = args.dataset or meta.get("dataset", "mnist")
     data = datasets.load_splits(name, config.split, config.validation, log=_info)
+    measure = partial(accuracy, network, precision=config.precision, tta=config.tta)
+    how = ", averaged over 1-pixel shifts" if config.tta else ""
     if data.validation is not None:
-        print(f"validation accuracy: {accuracy(network, data.validation):.2%}")
-    print(f"test accuracy: {accuracy(network, data.test):.2%} ({name}, {len(data.test):,} images)")
+        print(f"validation accuracy: {measure(data.validation):.2%}")
+    print(f"test accuracy: {measure(data.test):.2%} ({name}, {len(data.test):,} images{how})")
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -74,6 +74,7 @@ class Network(nn.Module):
                 raise SpecError(f"layer {index}: {exc}") from None
             layer.dropout_style = dropout_style
         self.dropout_style = dropout_style
+        self.channels_last = False
         self.use_kernels(kernels)
 
     # ---- the one description -------------------------------------------------------------
@@ -149,7 +150,14 @@ class Network(nn.Module):
             layer.init_network3()
 
     # ---- running it ----------------------------------------------------------------------
+    def use_channels_last(self, on: bool = True) -> Network:
+        """Keep maps as (batch, height, width, depth): oneDNN's fastest convolutions on CPUs."""
+        self.channels_last = on
+        return self.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.dim() == 4:  # a no-op when the input is laid out already
+            x = x.contiguous(memory_format=torch.channels_last)
         for layer in self.layers:
             x = layer(x)
         return x

@@ -36,7 +36,9 @@ from .presets import get_preset
 from .train import CHECKPOINT, MODEL, TrainConfig, fit, new_network
 
 MODES = ("chapter", "faithful", "fast", "quick")
-# What --fast changes in the chapter's settings (the architectures stay).
+# What --fast changes in the chapter's settings (the architectures and η stay): mini-batch 32
+# with Nesterov momentum (together a larger step per image than the chapter's), one-cycle
+# annealing, and fewer epochs: 12 over 50,000 images, 4 over the 250,000 expanded ones.
 FAST_CHANGES = {
     "batch_size": 32,
     "momentum": 0.9,
@@ -44,6 +46,7 @@ FAST_CHANGES = {
     "schedule": "onecycle",
     "epochs": 12,
 }
+FAST_EXPANDED_EPOCHS = 4
 QUICK_CHANGES = {"train_subset": 3000, "epochs": 2}
 ENSEMBLE_MEMBERS = 5
 MISTAKES = "mistakes.png"  # the ensemble's misclassified test digits, beside results.md
@@ -74,10 +77,8 @@ def settings_for(preset: str, mode: str, seed: int) -> TrainConfig:
     """The preset's settings, changed as ``mode`` says."""
     settings = {**get_preset(preset).settings, "seed": seed, "faithful": mode == "faithful"}
     if mode == "fast":
-        settings.update(FAST_CHANGES, epochs=min(settings["epochs"], FAST_CHANGES["epochs"]))
-        settings["lr"] = (
-            settings["lr"] * FAST_CHANGES["batch_size"] / settings.get("batch_size", 10)
-        )
+        epochs = FAST_EXPANDED_EPOCHS if settings.get("expand") else FAST_CHANGES["epochs"]
+        settings.update(FAST_CHANGES, epochs=min(settings["epochs"], epochs))
     if mode == "quick":
         settings.update(QUICK_CHANGES)
     return TrainConfig.from_dict(settings).check()
@@ -200,7 +201,8 @@ def results_table(results: dict[str, Any]) -> str:
         changes = ", ".join(f"{k}={v}" for k, v in FAST_CHANGES.items())
         lines += [
             "",
-            f"--fast changed the chapter's settings: {changes} (η scaled with the batch).",
+            f"--fast changed the chapter's settings: {changes}"
+            f" ({FAST_EXPANDED_EPOCHS} epochs on expanded data); η is the chapter's.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -230,7 +232,10 @@ def reproduce(
         if row.name not in chosen or row.name in results["rows"]:
             continue
         log(f"row {row.name}: preset {row.preset}, published {row.published:.2%}")
-        results["rows"][row.name] = reproduce_row(row, mode, runs, out, log)
+        finished = reproduce_row(row, mode, runs, out, log)
+        if path.exists():  # another process may have finished other rows meanwhile
+            results = json.loads(path.read_text())
+        results["rows"][row.name] = finished
         text = json.dumps(results, indent=1)
         write_atomically(path, lambda tmp, text=text: tmp.write_text(text))
         table = results_table(results)

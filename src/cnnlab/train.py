@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .augment import DISTORTIONS, distort, expand
+from .augment import DISTORTIONS, distort, expand, shifted_views
 from .data import Part, Splits
 from .errors import CheckpointError, CnnlabError
 from .files import write_atomically
@@ -45,7 +46,7 @@ MODEL = "model.safetensors"
 METRICS = "metrics.jsonl"
 SCHEDULES = ("constant", "onecycle", "cosine")
 OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass
@@ -72,6 +73,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    channels_last: bool = False  # lay maps out (batch, height, width, depth): faster oneDNN convs
+    tta: bool = False  # evaluate on the mean probabilities over each image and its 1-pixel shifts
     faithful: bool = False  # network3's conventions: its init, no reshuffle, ties count
     eval_batch_size: int = 1000
 
@@ -131,11 +134,24 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Does this device compute in bf16 natively (AVX-512 bf16 or AMX CPUs, recent GPUs)?"""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     """Mixed precision: bf16 (CPUs with AVX-512 bf16, recent GPUs) or fp16 (GPUs only).
 
     Weights stay fp32 (the optimizer's master copy); only the forward pass is cast.
+    "auto" is bf16 where the device has it natively, else fp32 (emulated bf16 is slow).
     """
+    if precision == "auto":
+        precision = "bf16" if fast_bf16(device) else "fp32"
     if precision == "fp32":
         return nullcontext()
     if precision == "fp16" and device.type != "cuda":
@@ -144,16 +160,25 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     return torch.autocast(device.type, dtype=dtype)
 
 
-def to_inputs(images: Tensor, device: torch.device) -> Tensor:
+def to_inputs(images: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:
     """uint8 images → float in [0, 1] on ``device``, once, so batches are just slices."""
-    return images.to(device).float().div_(255)
+    inputs = images.to(device).float().div_(255)
+    return inputs.contiguous(memory_format=torch.channels_last) if channels_last else inputs
 
 
 @torch.inference_mode()
 def predict_labels(
-    network: Network, images: Tensor, precision: str = "fp32", batch_size: int = 1000
+    network: Network,
+    images: Tensor,
+    precision: str = "fp32",
+    batch_size: int = 1000,
+    tta: bool = False,
 ) -> Tensor:
-    """The predicted class of every image (uint8 or float tensor, N×depth×H×W), on the CPU."""
+    """The predicted class of every image (uint8 or float tensor, N×depth×H×W), on the CPU.
+
+    With ``tta``, the class of highest mean probability over the image and its
+    four one-pixel shifts.
+    """
     network.eval()
     device = next(network.parameters()).device
     predictions = []
@@ -161,13 +186,18 @@ def predict_labels(
         chunk = images[start : start + batch_size].to(device)
         x = chunk.float().div_(255) if chunk.dtype == torch.uint8 else chunk
         with autocast(device, precision):
-            predictions.append(network(x).argmax(1).cpu())
+            if tta:
+                scores = sum(network(view).float().softmax(1) for view in shifted_views(x))
+            else:
+                scores = network(x)
+        predictions.append(scores.argmax(1).cpu())
     return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
 
 
-def accuracy(network: Network, part: Part, precision: str = "fp32") -> float:
+def accuracy(network: Network, part: Part, precision: str = "fp32", tta: bool = False) -> float:
     """Fraction of ``part`` classified correctly."""
-    return (predict_labels(network, part.images, precision) == part.labels).float().mean().item()
+    predicted = predict_labels(network, part.images, precision, tta=tta)
+    return (predicted == part.labels).float().mean().item()
 
 
 def _decayed_parameters(network: Network) -> tuple[list[Tensor], list[Tensor]]:
@@ -300,12 +330,14 @@ class _Stepper:
     y: Tensor
     steps_per_epoch: int
     device: torch.device
+    every: StepHook | None = None
 
     def __post_init__(self) -> None:
         # fp16 gradients underflow without loss scaling; for fp32/bf16 the scaler is a no-op
         fp16 = self.config.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.distortion = DISTORTIONS[self.config.augment]
+        self.train_seconds = 0.0  # wall-clock time spent in training steps, hooks excluded
 
     def epoch(self, epoch: int, progress: bool) -> dict[str, float]:
         """One pass over the training data; returns mean loss, training accuracy, last η."""
@@ -316,6 +348,7 @@ class _Stepper:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         total_steps = self.steps_per_epoch * config.epochs
+        seconds_before = self.train_seconds
         started = time.perf_counter()
         bar = tqdm(
             total=self.steps_per_epoch,
@@ -342,6 +375,11 @@ class _Stepper:
             bar.update()
             if progress and step % 100 == 0:
                 bar.set_postfix_str(f"loss {loss.item():.4f}")
+            done = (epoch - 1) * self.steps_per_epoch + step + 1
+            if self.every is not None and done % self.every.steps == 0:
+                self._call_hook(done, started)
+                started = time.perf_counter()
+        self._clock(started)
         bar.close()
         mean_loss = loss_sum.item() / self.steps_per_epoch
         if not math.isfinite(mean_loss):
@@ -352,8 +390,33 @@ class _Stepper:
             "train_loss": mean_loss,
             "train_accuracy": correct.item() / (self.steps_per_epoch * config.batch_size),
             "lr": lr,
-            "train_seconds": time.perf_counter() - started,
+            "train_seconds": self.train_seconds - seconds_before,
         }
+
+    def _clock(self, since: float) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.train_seconds += time.perf_counter() - since
+
+    def _call_hook(self, step: int, since: float) -> None:
+        """Stop the clock, let the hook look at the network, and put it back in training mode."""
+        assert self.every is not None
+        self._clock(since)
+        self.every.call(step, self.train_seconds)
+        self.network.train()
+
+
+@dataclass(frozen=True)
+class StepHook:
+    """``call(step, train_seconds)`` after every ``steps`` training steps, off the clock.
+
+    For measuring progress mid-epoch (e.g. time to a test accuracy): the time the
+    hook takes is not counted as training time, and the network is returned to
+    training mode afterwards.
+    """
+
+    steps: int
+    call: Callable[[int, float], None]
 
 
 def _improves(validation: float | None, best: float | None, ties_count: bool) -> bool:
@@ -371,6 +434,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    every: StepHook | None = None,
 ) -> TrainResult:
     """Train ``network`` on ``data.train`` with the settings of ``config``; see the module doc."""
     config.check()
@@ -386,7 +450,7 @@ def fit(
         raise CnnlabError(f"{len(train)} training images make no mini-batch of {config.batch_size}")
     if config.batch_size == 1 and any(isinstance(m, BatchNorm) for m in network.modules()):
         raise CnnlabError("batch normalisation needs mini-batches of 2 or more: raise --batch-size")
-    network.to(device)
+    network.to(device).use_channels_last(config.channels_last)
     optimizer = make_optimizer(network, config, steps_per_epoch)
     out_dir = Path(out) if out is not None else None
     result = TrainResult()
@@ -401,20 +465,22 @@ def fit(
         network,
         optimizer,
         config,
-        to_inputs(train.images, device),
+        to_inputs(train.images, device, config.channels_last),
         train.labels.to(device),
         steps_per_epoch,
         device,
+        every,
     )
 
     for epoch in range(len(result.history) + 1, config.epochs + 1):
         row: dict[str, Any] = {"epoch": epoch, **stepper.epoch(epoch, progress)}
         started = time.perf_counter()
         held_out = data.validation
-        validation = None if held_out is None else accuracy(network, held_out, config.precision)
+        measure = partial(accuracy, network, precision=config.precision, tta=config.tta)
+        validation = None if held_out is None else measure(held_out)
         row.update(
             validation_accuracy=validation,
-            test_accuracy=accuracy(network, data.test, config.precision),
+            test_accuracy=measure(data.test),
             eval_seconds=time.perf_counter() - started,
         )
         result.history.append(row)
