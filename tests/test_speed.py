@@ -9,13 +9,12 @@ import torch
 
 from cnnlab.augment import shift, shifted_views
 from cnnlab.data import load_splits
+from cnnlab.precision import autocast, fast_bf16
 from cnnlab.presets import get_preset
 from cnnlab.train import (
     StepHook,
     TrainConfig,
     accuracy,
-    autocast,
-    fast_bf16,
     fit,
     new_network,
     predict_labels,
@@ -66,7 +65,7 @@ def test_bf16_training_follows_fp32(tiny):
         result = fit(network, tiny, config, progress=False, log=quiet)
         assert all(p.dtype == torch.float32 for p in network.parameters())
         runs[precision] = (network, result)
-    (n32, r32), (n16, r16) = runs["fp32"], runs["bf16"]
+    (n32, r32), (_, r16) = runs["fp32"], runs["bf16"]
     assert abs(r32.test_accuracy - r16.test_accuracy) < 0.03
     assert abs(r32.history[-1]["train_loss"] - r16.history[-1]["train_loss"]) < 0.05
     x = tiny.test.images[:200].float() / 255

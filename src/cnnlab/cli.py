@@ -23,12 +23,12 @@ from .ensemble import evaluate_folder, train_members
 from .errors import CnnlabError, Interrupted
 from .images import load_digit
 from .network import INITS, Network
+from .precision import PRECISIONS
 from .presets import DEFAULT, PRESETS, get_preset
 from .reproduce import ROW_NAMES, reproduce
 from .train import (
     CHECKPOINT,
     MODEL,
-    PRECISIONS,
     SCHEDULES,
     TrainConfig,
     accuracy,

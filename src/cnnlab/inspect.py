@@ -87,14 +87,14 @@ def stage_outputs(network: Network, x: Tensor) -> list[Tensor]:
     since every σ cnnlab has is monotonic.
     """
     network.eval()
-    outputs = []
+    outputs, x_in = [], x
     for layer in network.layers:
         if isinstance(layer, ConvPool):
             z = layer.ops.conv2d(x, layer.weight, layer.bias, layer.stride, layer.padding)
             outputs.append(ACTIVATIONS[layer.activation](z))
         x = layer(x)
         outputs.append(x)
-    outputs[-1] = torch.softmax(outputs[-1].float(), dim=1)
+    outputs[-1] = network.predict_proba(x_in)  # the very numbers `cnnlab predict` prints
     return outputs
 
 

@@ -24,7 +24,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -40,13 +39,13 @@ from .errors import CheckpointError, CnnlabError
 from .files import write_atomically
 from .layers import BatchNorm
 from .network import INITS, Network, load_tensors, save_tensors
+from .precision import PRECISIONS, autocast
 
 CHECKPOINT = "checkpoint.safetensors"
 MODEL = "model.safetensors"
 METRICS = "metrics.jsonl"
 SCHEDULES = ("constant", "onecycle", "cosine")
 OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass
@@ -132,32 +131,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise CnnlabError(f"unknown device {name!r}: choose auto, cpu or cuda")
     return torch.device(name)
-
-
-def fast_bf16(device: torch.device) -> bool:
-    """Does this device compute in bf16 natively (AVX-512 bf16 or AMX CPUs, recent GPUs)?"""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """Mixed precision: bf16 (CPUs with AVX-512 bf16, recent GPUs) or fp16 (GPUs only).
-
-    Weights stay fp32 (the optimizer's master copy); only the forward pass is cast.
-    "auto" is bf16 where the device has it natively, else fp32 (emulated bf16 is slow).
-    """
-    if precision == "auto":
-        precision = "bf16" if fast_bf16(device) else "fp32"
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise CnnlabError("fp16 needs a CUDA GPU; on a CPU use --precision bf16")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def to_inputs(images: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:
