@@ -212,11 +212,17 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 def _batches(
     x: Tensor, y: Tensor, batch_size: int, order: Tensor | None
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Whole mini-batches as slices; a trailing partial batch is dropped, as in network3."""
-    if order is not None:
-        x, y = x[order], y[order]
+    """Whole mini-batches, a trailing partial batch dropped as in network3.
+
+    In ``order`` if given (gathered batch by batch: no shuffled copy of the whole
+    set), else as slices in the stored order.
+    """
     for start in range(0, len(y) - batch_size + 1, batch_size):
-        yield x[start : start + batch_size], y[start : start + batch_size]
+        if order is None:
+            yield x[start : start + batch_size], y[start : start + batch_size]
+        else:
+            index = order[start : start + batch_size]
+            yield x[index], y[index]
 
 
 # ---- checkpoints --------------------------------------------------------------------------
