@@ -4,7 +4,8 @@
     python benchmarks/inference.py fast --rounds 50
 
 Networks are freshly initialised from each preset (speed does not depend on the
-weights) and run through ``Network.predict_proba``, the call behind
+weights), saved and loaded back with ``Network.load``, and run through
+``Network.predict_proba`` (bf16 where the CPU has it natively), the call behind
 ``cnnlab predict`` and the explorer's probabilities. Times are medians over
 ``--rounds`` repetitions after a warm-up. The single-image figure is reported
 twice: the network alone, and with ``mnist_style`` preprocessing of a 28×28
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,8 +41,13 @@ def median_seconds(work: Callable[[], object], rounds: int, warmup: int = 3) -> 
     return statistics.median(times)
 
 
-def measure(name: str, images: torch.Tensor, rounds: int) -> dict[str, float]:
-    network = Network.from_spec(get_preset(name).spec())
+def loaded(name: str, folder: Path) -> Network:
+    """A fresh network of the preset, saved and read back as `cnnlab predict` reads it."""
+    Network.from_spec(get_preset(name).spec()).save(folder / f"{name}.safetensors")
+    return Network.load(folder / f"{name}.safetensors")[0]
+
+
+def measure(network: Network, images: torch.Tensor, rounds: int) -> dict[str, float]:
     batch = images[:1000]
     one = images[:1]
     picture = (images[0, 0].numpy() * 255).astype(np.float32)  # a grey digit as a user gives it
@@ -70,8 +78,9 @@ def main() -> None:
     images = test.images[:1000].float() / 255
     header = f"{'preset':<12}{'images/s (batch 1000)':>24}{'1 image':>12}"
     print(header + f"{'1 image + preprocessing':>26}")
+    folder = Path(tempfile.mkdtemp())
     for name in args.presets:
-        r = measure(name, images, args.rounds)
+        r = measure(loaded(name, folder), images, args.rounds)
         print(
             f"{name:<12}{r['images_per_second']:>24,.0f}{r['single_ms']:>10.3f} ms"
             f"{r['single_with_preprocessing_ms']:>24.3f} ms"
