@@ -1,6 +1,6 @@
 """Time to a test accuracy on MNIST: cnnlab against the classic PyTorch example, in one run.
 
-    python benchmarks/time_to_accuracy.py                  # the full comparison (~20 min)
+    python benchmarks/time_to_accuracy.py                  # the full comparison (~30 min)
     python benchmarks/time_to_accuracy.py --quick          # one seed each, short runs
 
 Every contestant trains on the standard split (all 60,000 training images) and
@@ -248,7 +248,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast-seeds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the other contestants")
-    parser.add_argument("--eval-every", type=int, default=10_000, metavar="IMAGES")
+    parser.add_argument("--eval-every", type=int, default=5_000, metavar="IMAGES")
     parser.add_argument("--long-epochs", type=int, help="epochs of fast-long (default its own)")
     parser.add_argument("--baseline-epochs", type=int, default=6)
     parser.add_argument("--conv2-epochs", type=int, default=6, help="epochs of conv2-relu")
