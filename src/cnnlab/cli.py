@@ -24,6 +24,7 @@ from .errors import CnnlabError, Interrupted
 from .images import load_digit
 from .network import INITS, Network
 from .precision import PRECISIONS
+from .precision import resolve as resolve_precision
 from .presets import DEFAULT, PRESETS, get_preset
 from .reproduce import ROW_NAMES, reproduce
 from .train import (
@@ -238,9 +239,10 @@ def _train(args: argparse.Namespace) -> None:
     _info(
         f"{name}: {format_arch(spec['layers'])}  ({sum(p.numel() for p in network.parameters()):,}"
         f" parameters)\n{data.name}: {len(data.train):,} train, {val}{len(data.test):,} test;"
-        f" {config.epochs} epochs of mini-batch {config.batch_size},"
+        f" {config.epochs} epoch{'s' * (config.epochs != 1)} of mini-batch {config.batch_size},"
         f" η={config.lr:g}, λ={config.l2:g} on {device.type}"
-        f" ({config.precision}, {args.kernels} kernels); saving to {out}"
+        f" ({resolve_precision(config.precision, device)}, {args.kernels} kernels);"
+        f" saving to {out}"
     )
     try:
         result = fit(

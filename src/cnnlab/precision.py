@@ -27,14 +27,20 @@ def fast_bf16(device: torch.device) -> bool:
         return False
 
 
+def resolve(precision: str, device: torch.device) -> str:
+    """What "auto" means on this device; other precisions mean themselves."""
+    if precision == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     """Mixed precision: bf16 (CPUs with AVX-512 bf16, recent GPUs) or fp16 (GPUs only).
 
     Weights stay fp32 (the optimizer's master copy); only the forward pass is cast.
     "auto" is bf16 where the device has it natively, else fp32 (emulated bf16 is slow).
     """
-    if precision == "auto":
-        precision = "bf16" if fast_bf16(device) else "fp32"
+    precision = resolve(precision, device)
     if precision == "fp32":
         return nullcontext()
     if precision == "fp16" and device.type != "cuda":
