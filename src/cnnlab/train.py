@@ -133,10 +133,9 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def to_inputs(images: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:
+def to_inputs(images: Tensor, device: torch.device) -> Tensor:
     """uint8 images → float in [0, 1] on ``device``, once, so batches are just slices."""
-    inputs = images.to(device).float().div_(255)
-    return inputs.contiguous(memory_format=torch.channels_last) if channels_last else inputs
+    return images.to(device).float().div_(255)
 
 
 @torch.inference_mode()
@@ -356,8 +355,7 @@ class _Stepper:
                 bar.set_postfix_str(f"loss {loss.item():.4f}")
             done = (epoch - 1) * self.steps_per_epoch + step + 1
             if self.every is not None and done % self.every.steps == 0:
-                self._call_hook(done, started)
-                started = time.perf_counter()
+                started = self._call_hook(self.every, done, started)
         self._clock(started)
         bar.close()
         mean_loss = loss_sum.item() / self.steps_per_epoch
@@ -377,12 +375,12 @@ class _Stepper:
             torch.cuda.synchronize(self.device)
         self.train_seconds += time.perf_counter() - since
 
-    def _call_hook(self, step: int, since: float) -> None:
-        """Stop the clock, let the hook look at the network, and put it back in training mode."""
-        assert self.every is not None
+    def _call_hook(self, hook: StepHook, step: int, since: float) -> float:
+        """Stop the clock, let the hook look at the network, resume training; the new start."""
         self._clock(since)
-        self.every.call(step, self.train_seconds)
+        hook.call(step, self.train_seconds)
         self.network.train()
+        return time.perf_counter()
 
 
 @dataclass(frozen=True)
@@ -444,18 +442,18 @@ def fit(
         network,
         optimizer,
         config,
-        to_inputs(train.images, device, config.channels_last),
+        to_inputs(train.images, device),
         train.labels.to(device),
         steps_per_epoch,
         device,
         every,
     )
 
+    measure = partial(accuracy, network, precision=config.precision, tta=config.tta)
     for epoch in range(len(result.history) + 1, config.epochs + 1):
         row: dict[str, Any] = {"epoch": epoch, **stepper.epoch(epoch, progress)}
         started = time.perf_counter()
         held_out = data.validation
-        measure = partial(accuracy, network, precision=config.precision, tta=config.tta)
         validation = None if held_out is None else measure(held_out)
         row.update(
             validation_accuracy=validation,
