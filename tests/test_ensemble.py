@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cnnlab.arch import parse_arch
@@ -45,10 +46,15 @@ def test_a_single_member_ensemble_is_that_member():
 
 def test_members_train_in_parallel_processes_with_their_own_seeds(tmp_path, mnist):
     spec = {"input": [1, 28, 28], "layers": parse_arch("conv4x5-pool2-fc16-softmax10")}
-    config = TrainConfig(epochs=2, batch_size=20, lr=0.05, momentum=0.9, train_subset=1000)
+    config = TrainConfig(
+        epochs=2, batch_size=20, lr=0.05, momentum=0.9, train_subset=1000, tta=True
+    )
     results = train_members(spec, config, members=2, out=tmp_path, processes=2, log=print)
     assert [r["seed"] for r in results] == [0, 1]
-    (first, _), (second, _) = load_members(tmp_path)
+    (first, first_meta), (second, second_meta) = load_members(tmp_path)
     assert not torch.equal(first.layers[0].weight, second.layers[0].weight)
     scores = evaluate_folder(tmp_path)
     assert len(scores["members"]) == 2 and 0.7 < scores["vote"] <= 1
+    # each member is scored as its training scored it: with its test-time shifts
+    saved = [first_meta["test_accuracy"], second_meta["test_accuracy"]]
+    assert scores["members"] == pytest.approx(saved, abs=2e-4)

@@ -22,10 +22,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .data import Part, load_splits
+from .data import load_splits
 from .errors import CnnlabError
 from .network import Network
-from .train import CHECKPOINT, MODEL, TrainConfig, fit, new_network, read_run
+from .train import (
+    CHECKPOINT,
+    MODEL,
+    TrainConfig,
+    fit,
+    new_network,
+    predict_probabilities,
+    read_run,
+)
 
 
 def average_vote(probabilities: Tensor) -> Tensor:
@@ -41,18 +49,12 @@ def majority_vote(probabilities: Tensor) -> Tensor:
     return (votes + probabilities.mean(0) / 2).argmax(1)
 
 
-def member_probabilities(members: list[Network], images: Tensor, batch_size: int = 1000) -> Tensor:
-    """(members, images, classes) probabilities of every member on uint8 images."""
+def member_probabilities(
+    members: list[Network], images: Tensor, precision: str = "fp32", tta: bool = False
+) -> Tensor:
+    """(members, images, classes) probabilities of every member, as the members were evaluated."""
     return torch.stack(
-        [
-            torch.cat(
-                [
-                    member.predict_proba(images[i : i + batch_size].float() / 255)
-                    for i in range(0, len(images), batch_size)
-                ]
-            )
-            for member in members
-        ]
+        [predict_probabilities(member, images, precision, tta=tta) for member in members]
     )
 
 
@@ -62,11 +64,6 @@ def load_members(folder: str | Path) -> list[tuple[Network, dict[str, Any]]]:
     if not paths:
         raise CnnlabError(f"{folder}: no member-*/{MODEL}; train with `cnnlab ensemble train`")
     return [Network.load(path) for path in paths]
-
-
-def evaluate(members: list[Network], test: Part) -> dict[str, Any]:
-    """Test accuracy of each member, of the averaged probabilities and of the majority vote."""
-    return scores(member_probabilities(members, test.images), test.labels)
 
 
 def scores(probabilities: Tensor, labels: Tensor) -> dict[str, Any]:
@@ -83,11 +80,20 @@ def scores(probabilities: Tensor, labels: Tensor) -> dict[str, Any]:
 
 
 def evaluate_folder(folder: str | Path) -> dict[str, Any]:
-    """``evaluate`` for the members saved in ``folder``, on the test set they were made for."""
+    """Test accuracy of each member saved in ``folder``, of their average and of their vote.
+
+    The members are evaluated as they were in training: on their test set, at
+    their precision, with test-time shifts if they used them.
+    """
     loaded = load_members(folder)
-    dataset = loaded[0][1].get("dataset", "mnist")
-    scores = evaluate([network for network, _ in loaded], load_splits(dataset).test)
-    return {**scores, "dataset": dataset}
+    meta = loaded[0][1]
+    config = TrainConfig.from_dict(meta.get("config", {}))
+    dataset = meta.get("dataset", "mnist")
+    test = load_splits(dataset).test
+    probabilities = member_probabilities(
+        [network for network, _ in loaded], test.images, config.precision, config.tta
+    )
+    return {**scores(probabilities, test.labels), "dataset": dataset}
 
 
 def _train_member(spec: dict[str, Any], config: dict[str, Any], out: str, threads: int) -> dict:

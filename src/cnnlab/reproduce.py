@@ -153,7 +153,7 @@ def reproduce_row(row: Row, mode: str, runs: int, out: Path, log: Callable[[str]
     test = load_splits(config.dataset, config.split, config.validation).test
     from . import plots  # matplotlib loads only when a picture is drawn
 
-    probabilities = member_probabilities(networks, test.images)
+    probabilities = member_probabilities(networks, test.images, config.precision, config.tta)
     found = mistakes(test, majority_vote(probabilities))
     title = f"the {len(found.labels)} test digits the ensemble of {members} gets wrong"
     plots.save(plots.mistakes_figure(found, CLASS_NAMES[config.dataset], title), out / MISTAKES)

@@ -139,6 +139,30 @@ def to_inputs(images: Tensor, device: torch.device) -> Tensor:
 
 
 @torch.inference_mode()
+def predict_probabilities(
+    network: Network,
+    images: Tensor,
+    precision: str = "fp32",
+    batch_size: int = 1000,
+    tta: bool = False,
+) -> Tensor:
+    """Class probabilities (N, classes) of images (uint8 or float, N×depth×H×W), on the CPU.
+
+    With ``tta``, the mean probabilities over the image and its four one-pixel shifts.
+    """
+    network.eval()
+    device = next(network.parameters()).device
+    chunks = [torch.empty(0, network.classes)]
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size].to(device)
+        x = chunk.float().div_(255) if chunk.dtype == torch.uint8 else chunk
+        views = shifted_views(x) if tta else [x]
+        with autocast(device, precision):
+            scores = sum(network(view).float().softmax(1) for view in views) / len(views)
+        chunks.append(scores.cpu())
+    return torch.cat(chunks)
+
+
 def predict_labels(
     network: Network,
     images: Tensor,
@@ -146,24 +170,8 @@ def predict_labels(
     batch_size: int = 1000,
     tta: bool = False,
 ) -> Tensor:
-    """The predicted class of every image (uint8 or float tensor, N×depth×H×W), on the CPU.
-
-    With ``tta``, the class of highest mean probability over the image and its
-    four one-pixel shifts.
-    """
-    network.eval()
-    device = next(network.parameters()).device
-    predictions = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size].to(device)
-        x = chunk.float().div_(255) if chunk.dtype == torch.uint8 else chunk
-        with autocast(device, precision):
-            if tta:
-                scores = sum(network(view).float().softmax(1) for view in shifted_views(x))
-            else:
-                scores = network(x)
-        predictions.append(scores.argmax(1).cpu())
-    return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+    """The predicted class of every image: the most probable one (see ``predict_probabilities``)."""
+    return predict_probabilities(network, images, precision, batch_size, tta).argmax(1)
 
 
 def accuracy(network: Network, part: Part, precision: str = "fp32", tta: bool = False) -> float:
