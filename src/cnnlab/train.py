@@ -163,20 +163,14 @@ def predict_probabilities(
     return torch.cat(chunks)
 
 
-def predict_labels(
-    network: Network,
-    images: Tensor,
-    precision: str = "fp32",
-    batch_size: int = 1000,
-    tta: bool = False,
-) -> Tensor:
-    """The predicted class of every image: the most probable one (see ``predict_probabilities``)."""
-    return predict_probabilities(network, images, precision, batch_size, tta).argmax(1)
+def predict_labels(network: Network, images: Tensor, **options: Any) -> Tensor:
+    """The most probable class of every image; ``options`` as for ``predict_probabilities``."""
+    return predict_probabilities(network, images, **options).argmax(1)
 
 
 def accuracy(network: Network, part: Part, precision: str = "fp32", tta: bool = False) -> float:
     """Fraction of ``part`` classified correctly."""
-    predicted = predict_labels(network, part.images, precision, tta=tta)
+    predicted = predict_labels(network, part.images, precision=precision, tta=tta)
     return (predicted == part.labels).float().mean().item()
 
 
