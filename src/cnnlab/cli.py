@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -273,7 +274,8 @@ def _ensemble_train(args: argparse.Namespace) -> None:
     out = Path(args.out or f"runs/{name}-ensemble")
     _info(
         f"{args.members} × {name}: {format_arch(spec['layers'])}, seeds {config.seed}–"
-        f"{config.seed + args.members - 1}, {config.epochs} epochs each; saving to {out}"
+        f"{config.seed + args.members - 1}, {config.epochs} epoch{'s' * (config.epochs != 1)}"
+        f" each; saving to {out}"
     )
     try:
         train_members(spec, config, args.members, out, args.processes, log=print)
@@ -286,8 +288,11 @@ def _ensemble_train(args: argparse.Namespace) -> None:
 
 def _ensemble_report(folder: Path | str) -> None:
     scores = evaluate_folder(folder)
-    for index, member in enumerate(scores["members"], 1):
+    members = scores["members"]
+    for index, member in enumerate(members, 1):
         print(f"member {index}: test accuracy {member:.2%}")
+    spread = f" ± {statistics.stdev(members):.2%}" if len(members) > 1 else ""
+    print(f"members' mean: {statistics.mean(members):.2%}{spread}")
     print(f"averaged probabilities: test accuracy {scores['average']:.2%}")
     print(f"majority vote: test accuracy {scores['vote']:.2%} ({len(scores['members'])} members)")
 

@@ -100,15 +100,25 @@ def _train_member(spec: dict[str, Any], config: dict[str, Any], out: str, thread
     """One member, in its own process: same network and settings, its own seed and folder."""
     torch.set_num_threads(threads)
     settings = TrainConfig.from_dict(config)
+    network = new_network(spec, settings)
     resume = (Path(out) / CHECKPOINT).exists()
     if resume:
         saved_spec, saved = read_run(out)
-        if saved_spec != spec or replace(saved, epochs=settings.epochs) != settings:
+        if saved_spec != network.spec() or replace(saved, epochs=settings.epochs) != settings:
             raise CnnlabError(f"{out} holds a different run; use another --out")
+        if saved.epochs != settings.epochs and saved.schedule != "constant":
+            raise CnnlabError(
+                f"{out}: its {saved.schedule} schedule was laid out for {saved.epochs} epochs;"
+                " changing --epochs would reshape it: use another --out"
+            )
     data = load_splits(settings.dataset, settings.split, settings.validation, settings.train_subset)
-    network = new_network(spec, settings)
     result = fit(network, data, settings, out, resume=resume, progress=False, log=lambda line: None)
-    return {"out": out, "seed": settings.seed, **result.to_dict()}
+    return {
+        "out": out,
+        "seed": settings.seed,
+        "train_seconds": result.train_seconds,
+        **result.to_dict(),
+    }
 
 
 def train_members(
@@ -137,6 +147,7 @@ def train_members(
             results.append(result)
             log(
                 f"{result['out']}: seed {result['seed']}, test {result['test_accuracy']:.2%}"
-                f" (epoch {result['best_epoch']}) — {len(results)}/{members} done"
+                f" (epoch {result['best_epoch']}), {result['train_seconds']:.0f} s of training"
+                f" — {len(results)}/{members} done"
             )
     return sorted(results, key=lambda r: r["out"])

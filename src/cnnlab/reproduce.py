@@ -109,7 +109,7 @@ def train_run(preset: str, mode: str, seed: int, out: Path) -> dict[str, Any]:
         "best_epoch": result.best_epoch,
         "epochs": config.epochs,
         # training time from the run's own log: a run resumed or reused still counts in full
-        "seconds": sum(row["train_seconds"] for row in result.history),
+        "seconds": result.train_seconds,
     }
 
 

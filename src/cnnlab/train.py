@@ -113,6 +113,11 @@ class TrainResult:
     best_validation: float | None = None
     test_accuracy: float = 0.0
 
+    @property
+    def train_seconds(self) -> float:
+        """Time spent training, over all epochs (resumed runs included; evaluation excluded)."""
+        return sum(row["train_seconds"] for row in self.history)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
