@@ -174,14 +174,15 @@ def test_ensemble_commands_answer_bad_input_in_one_line(capsys, tmp_path):
 
 
 def test_ensemble_train_reports_members_their_mean_and_both_votes_and_resumes(
-    capsys, tmp_path, mnist
+    capfd, tmp_path, mnist
 ):
     command = ["ensemble", "train", "--arch", "conv4x5-pool2-fc16-softmax10", "--members", 2,
                "--epochs", 1, "--train-subset", 500, "--batch-size", 20, "--lr", 0.05,
                "--processes", 1, "--out", tmp_path]  # fmt: skip
-    status, out, _ = run(capsys, *command)
+    status, out, _ = run(capfd, *command)
     assert status == 0
     assert "seed 0" in out and "seed 1" in out and "s of training" in out
+    assert "member-1  epoch   1/1" in out and "member-2  epoch   1/1" in out  # from the workers
     members = [float(line.split()[-1].rstrip("%")) for line in out.splitlines()
                if line.startswith("member ")]  # fmt: skip
     assert len(members) == 2
@@ -189,8 +190,8 @@ def test_ensemble_train_reports_members_their_mean_and_both_votes_and_resumes(
     assert float(mean.split()[2].rstrip("%")) == pytest.approx(sum(members) / 2, abs=0.006)
     assert "averaged probabilities" in out and "majority vote" in out
     # finished members are not trained again: the same command reports the same figures
-    status, again, _ = run(capsys, *command)
+    status, again, _ = run(capfd, *command)
     assert status == 0 and again.splitlines()[-4:] == out.splitlines()[-4:]
     # a different network, or a one-cycle run stretched to more epochs, is refused in one line
-    status, _, err = run(capsys, *command[:3], "conv8x5-pool2-fc16-softmax10", *command[4:])
+    status, _, err = run(capfd, *command[:3], "conv8x5-pool2-fc16-softmax10", *command[4:])
     assert status == 2 and "holds a different run" in err

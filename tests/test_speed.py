@@ -120,9 +120,10 @@ def test_tta_predicts_the_class_of_highest_mean_probability(tiny):
 
 
 @pytest.mark.mnist
-def test_the_fast_preset_learns_from_a_subset():
-    preset = get_preset("fast")
-    config = TrainConfig.from_dict({**preset.settings, "epochs": 2, "train_subset": 8000})
+@pytest.mark.parametrize(("name", "epochs"), [("fast", 2), ("best", 1)])
+def test_the_fast_and_best_presets_learn_from_a_subset(name, epochs):
+    preset = get_preset(name)
+    config = TrainConfig.from_dict({**preset.settings, "epochs": epochs, "train_subset": 8000})
     data = load_splits(config.dataset, config.split, config.validation, config.train_subset)
     network = new_network(preset.spec(), config)
     result = fit(network, data, config, progress=False, log=quiet)

@@ -278,7 +278,7 @@ def _ensemble_train(args: argparse.Namespace) -> None:
         f" each; saving to {out}"
     )
     try:
-        train_members(spec, config, args.members, out, args.processes, log=print)
+        train_members(spec, config, args.members, out, args.processes, log=print, epoch_lines=True)
     except KeyboardInterrupt:
         raise Interrupted(
             "interrupted; finished epochs are saved: run the same command to continue"

@@ -96,8 +96,14 @@ def evaluate_folder(folder: str | Path) -> dict[str, Any]:
     return {**scores(probabilities, test.labels), "dataset": dataset}
 
 
-def _train_member(spec: dict[str, Any], config: dict[str, Any], out: str, threads: int) -> dict:
-    """One member, in its own process: same network and settings, its own seed and folder."""
+def _train_member(
+    spec: dict[str, Any], config: dict[str, Any], out: str, threads: int, epoch_lines: bool
+) -> dict:
+    """One member, in its own process: same network and settings, its own seed and folder.
+
+    With ``epoch_lines`` it prints a line per finished epoch, named after its folder:
+    members train for minutes each, and a progress bar per process would interleave.
+    """
     torch.set_num_threads(threads)
     settings = TrainConfig.from_dict(config)
     network = new_network(spec, settings)
@@ -112,7 +118,16 @@ def _train_member(spec: dict[str, Any], config: dict[str, Any], out: str, thread
                 " changing --epochs would reshape it: use another --out"
             )
     data = load_splits(settings.dataset, settings.split, settings.validation, settings.train_subset)
-    result = fit(network, data, settings, out, resume=resume, progress=False, log=lambda line: None)
+    name = Path(out).name
+    result = fit(
+        network,
+        data,
+        settings,
+        out,
+        resume=resume,
+        progress=False,
+        log=lambda line: print(f"{name}  {line}", flush=True) if epoch_lines else None,
+    )
     return {
         "out": out,
         "seed": settings.seed,
@@ -128,6 +143,7 @@ def train_members(
     out: str | Path,
     processes: int | None = None,
     log: Callable[[str], None] = print,
+    epoch_lines: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``members`` networks with seeds seed, seed+1, …; returns each member's result."""
     if members < 1:
@@ -141,7 +157,7 @@ def train_members(
     ]
     results = []
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_train_member, *job, threads) for job in jobs]
+        futures = [pool.submit(_train_member, *job, threads, epoch_lines) for job in jobs]
         for future in as_completed(futures):
             result = future.result()
             results.append(result)
