@@ -286,8 +286,8 @@ def _ensemble_train(args: argparse.Namespace) -> None:
     _ensemble_report(out)
 
 
-def _ensemble_report(folder: Path | str) -> None:
-    scores = evaluate_folder(folder)
+def _ensemble_report(folder: Path | str, mistakes: str | None = None) -> None:
+    scores = evaluate_folder(folder, mistakes)
     members = scores["members"]
     for index, member in enumerate(members, 1):
         print(f"member {index}: test accuracy {member:.2%}")
@@ -298,7 +298,9 @@ def _ensemble_report(folder: Path | str) -> None:
 
 
 def _ensemble_evaluate(args: argparse.Namespace) -> None:
-    _ensemble_report(args.folder)
+    _ensemble_report(args.folder, args.mistakes)
+    if args.mistakes:
+        print(f"the test digits the majority vote gets wrong: {args.mistakes}")
 
 
 def _add_ensemble(commands: argparse._SubParsersAction) -> None:
@@ -322,6 +324,9 @@ def _add_ensemble(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_ensemble_train, resume=False)
     p = sub.add_parser("evaluate", help="test accuracy of members, average and vote")
     p.add_argument("folder", help="the folder given to `cnnlab ensemble train --out`")
+    p.add_argument(
+        "--mistakes", metavar="FILE", help="draw the test digits the majority vote gets wrong (PNG)"
+    )
     p.set_defaults(run=_ensemble_evaluate)
 
 

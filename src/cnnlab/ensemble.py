@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .data import load_splits
+from .data import CLASS_NAMES, Part, load_splits
 from .errors import CnnlabError
+from .inspect import mistakes
 from .network import Network
 from .train import (
     CHECKPOINT,
@@ -34,6 +35,8 @@ from .train import (
     predict_probabilities,
     read_run,
 )
+
+MISTAKES_SHOWN = 200
 
 
 def average_vote(probabilities: Tensor) -> Tensor:
@@ -79,11 +82,12 @@ def scores(probabilities: Tensor, labels: Tensor) -> dict[str, Any]:
     }
 
 
-def evaluate_folder(folder: str | Path) -> dict[str, Any]:
+def evaluate_folder(folder: str | Path, mistakes_picture: str | Path | None = None) -> dict:
     """Test accuracy of each member saved in ``folder``, of their average and of their vote.
 
     The members are evaluated as they were in training: on their test set, at
-    their precision, with test-time shifts if they used them.
+    their precision, with test-time shifts if they used them. With
+    ``mistakes_picture``, the test digits the vote gets wrong are drawn there.
     """
     loaded = load_members(folder)
     meta = loaded[0][1]
@@ -93,7 +97,27 @@ def evaluate_folder(folder: str | Path) -> dict[str, Any]:
     probabilities = member_probabilities(
         [network for network, _ in loaded], test.images, config.precision, config.tta
     )
+    if mistakes_picture is not None:
+        draw_mistakes(probabilities, test, CLASS_NAMES[dataset], mistakes_picture)
     return {**scores(probabilities, test.labels), "dataset": dataset}
+
+
+def draw_mistakes(
+    probabilities: Tensor, test: Part, classes: list[str], picture: str | Path
+) -> None:
+    """The test images the majority vote of (members, images, classes) gets wrong, as a grid.
+
+    At most ``MISTAKES_SHOWN`` of them: a weak ensemble's thousands would make an unreadable
+    picture.
+    """
+    from . import plots  # matplotlib loads only when a picture is drawn
+
+    predicted = majority_vote(probabilities)
+    found = mistakes(test, predicted, MISTAKES_SHOWN)
+    wrong = int((predicted != test.labels).sum())
+    shown = "" if wrong == len(found.labels) else f" (the first {len(found.labels)})"
+    title = f"the {wrong} test digits the ensemble of {len(probabilities)} gets wrong{shown}"
+    plots.save(plots.mistakes_figure(found, classes, title), picture)
 
 
 def _train_member(

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .data import CLASS_NAMES, load_splits
-from .ensemble import majority_vote, member_probabilities, scores
+from .ensemble import draw_mistakes, member_probabilities, scores
 from .errors import CnnlabError
 from .files import write_atomically
-from .inspect import filters, mistakes
+from .inspect import filters
 from .network import Network
 from .presets import get_preset
 from .train import CHECKPOINT, MODEL, TrainConfig, fit, new_network
@@ -151,12 +151,8 @@ def reproduce_row(row: Row, mode: str, runs: int, out: Path, log: Callable[[str]
     networks = [Network.load(out / row.preset / f"seed-{s}" / MODEL)[0] for s in range(members)]
     config = settings_for(row.preset, mode, 0)
     test = load_splits(config.dataset, config.split, config.validation).test
-    from . import plots  # matplotlib loads only when a picture is drawn
-
     probabilities = member_probabilities(networks, test.images, config.precision, config.tta)
-    found = mistakes(test, majority_vote(probabilities))
-    title = f"the {len(found.labels)} test digits the ensemble of {members} gets wrong"
-    plots.save(plots.mistakes_figure(found, CLASS_NAMES[config.dataset], title), out / MISTAKES)
+    draw_mistakes(probabilities, test, CLASS_NAMES[config.dataset], out / MISTAKES)
     result = scores(probabilities, test.labels)
     extra = {"members": result["members"], "average": result["average"]}
     summary = _summarise(row, mode, results, extra)
