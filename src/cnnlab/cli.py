@@ -34,6 +34,7 @@ from .train import (
     SCHEDULES,
     TrainConfig,
     accuracy,
+    check_epochs_change,
     fit,
     new_network,
     pick_device,
@@ -195,14 +196,7 @@ def _train_setup(args: argparse.Namespace) -> tuple[str, dict[str, Any], TrainCo
                 "--resume continues with the run's saved settings; only --epochs and --device"
                 f" may change (drop {flags})"
             )
-        if (
-            overrides.get("epochs", config.epochs) != config.epochs
-            and config.schedule != "constant"
-        ):
-            raise CnnlabError(
-                f"this run's {config.schedule} schedule was laid out for {config.epochs} epochs;"
-                " changing --epochs on resume would reshape it: start a new run instead"
-            )
+        check_epochs_change(config, overrides.get("epochs", config.epochs))
         for key in RESUMABLE & set(overrides):
             setattr(config, key, overrides[key])
         return Path(args.out).name, spec, config
@@ -294,7 +288,7 @@ def _ensemble_report(folder: Path | str, mistakes: str | None = None) -> None:
     spread = f" ± {statistics.stdev(members):.2%}" if len(members) > 1 else ""
     print(f"members' mean: {statistics.mean(members):.2%}{spread}")
     print(f"averaged probabilities: test accuracy {scores['average']:.2%}")
-    print(f"majority vote: test accuracy {scores['vote']:.2%} ({len(scores['members'])} members)")
+    print(f"majority vote: test accuracy {scores['vote']:.2%} ({len(members)} members)")
 
 
 def _ensemble_evaluate(args: argparse.Namespace) -> None:

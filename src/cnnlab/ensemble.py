@@ -30,6 +30,7 @@ from .train import (
     CHECKPOINT,
     MODEL,
     TrainConfig,
+    check_epochs_change,
     fit,
     new_network,
     predict_probabilities,
@@ -70,7 +71,10 @@ def load_members(folder: str | Path) -> list[tuple[Network, dict[str, Any]]]:
 
 
 def scores(probabilities: Tensor, labels: Tensor) -> dict[str, Any]:
-    """``evaluate`` from member probabilities (members, images, classes) already computed."""
+    """Accuracy of each member, of the averaged probabilities and of the majority vote.
+
+    From member probabilities (members, images, classes) already computed.
+    """
 
     def accuracy(predicted: Tensor) -> float:
         return (predicted == labels).float().mean().item()
@@ -136,11 +140,7 @@ def _train_member(
         saved_spec, saved = read_run(out)
         if saved_spec != network.spec() or replace(saved, epochs=settings.epochs) != settings:
             raise CnnlabError(f"{out} holds a different run; use another --out")
-        if saved.epochs != settings.epochs and saved.schedule != "constant":
-            raise CnnlabError(
-                f"{out}: its {saved.schedule} schedule was laid out for {saved.epochs} epochs;"
-                " changing --epochs would reshape it: use another --out"
-            )
+        check_epochs_change(saved, settings.epochs)
     data = load_splits(settings.dataset, settings.split, settings.validation, settings.train_subset)
     name = Path(out).name
     result = fit(

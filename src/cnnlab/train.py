@@ -281,6 +281,19 @@ def read_run(out: str | Path) -> tuple[dict[str, Any], TrainConfig]:
     return meta["spec"], TrainConfig.from_dict(meta["config"])
 
 
+def check_epochs_change(saved: TrainConfig, epochs: int) -> None:
+    """Refuse to continue a run over a new number of epochs unless its schedule is constant.
+
+    One-cycle and cosine schedules were laid out for the run's length: changing it
+    would reshape them mid-run.
+    """
+    if epochs != saved.epochs and saved.schedule != "constant":
+        raise CnnlabError(
+            f"this run's {saved.schedule} schedule was laid out for {saved.epochs} epochs;"
+            " changing --epochs would reshape it: start a new run instead"
+        )
+
+
 def _checkpoint_in(out: str | Path) -> Path:
     path = Path(out) / CHECKPOINT
     if not path.exists():
