@@ -5,8 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.augment import CHAPTER_SHIFTS, DISTORTIONS, Distortion, distort, expand, shift
+from cnnlab.augment import (
+    CHAPTER_SHIFTS,
+    DISTORTIONS,
+    Distortion,
+    augmentation_names,
+    augmenter,
+    colour_jitter,
+    cutout,
+    distort,
+    expand,
+    random_crop,
+    random_flip,
+    shift,
+)
 from cnnlab.data import Part
+from cnnlab.errors import CnnlabError
 
 
 def test_shift_moves_pixels_and_fills_the_border_with_zeros():
@@ -62,3 +76,63 @@ def test_random_shifts_stay_within_their_range(mnist):
         return (t * rows).sum((1, 2, 3)) / t.sum((1, 2, 3))
 
     assert (centre(moved) - centre(x)).abs().max() <= 2.5
+
+
+def test_crop_with_padding_is_a_whole_pixel_shift_of_each_image():
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 32, 32) + 0.1  # no zeros: the padding's zeros show where it shifted
+    cropped = random_crop(x)
+    for original, out in zip(x, cropped):
+        found = [
+            (d, r)
+            for d in range(-4, 5)
+            for r in range(-4, 5)
+            if torch.equal(shift(original[None], d, r)[0], out)
+        ]
+        assert len(found) == 1
+
+
+def test_flip_mirrors_about_half_the_images_and_leaves_the_rest():
+    torch.manual_seed(0)
+    x = torch.rand(400, 1, 8, 8)
+    out = random_flip(x)
+    mirrored = (out == x.flip(3)).flatten(1).all(1)
+    kept = (out == x).flatten(1).all(1)
+    assert bool((mirrored | kept).all())
+    assert 150 < int(mirrored.sum()) < 250
+
+
+def test_cutout_erases_one_square_of_half_the_side_to_the_channel_mean():
+    torch.manual_seed(0)
+    x = torch.rand(32, 3, 16, 16)
+    out = cutout(x)
+    changed = (out != x).any(1)  # (n, h, w)
+    for mask in changed:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        assert len(rows) <= 8 and len(cols) <= 8
+        assert int(mask.sum()) == len(rows) * len(cols)  # one rectangle
+    assert torch.allclose(out[changed[:, None].expand_as(out)].unique().sort().values,
+                          x.mean((0, 2, 3)).sort().values)  # fmt: skip
+
+
+def test_colour_jitter_stays_in_range_and_keeps_grey_pictures_grey():
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 8, 8)
+    assert float(colour_jitter(x).min()) >= 0 and float(colour_jitter(x).max()) <= 1
+    grey = x[:, :1].expand(-1, 3, -1, -1)
+    out = colour_jitter(grey)
+    assert torch.allclose(out[:, 0], out[:, 1]) and torch.allclose(out[:, 1], out[:, 2])
+
+
+def test_augmentations_are_named_in_a_list_and_apply_in_a_fixed_order():
+    assert augmentation_names("flip, crop,cutout") == ["crop", "flip", "cutout"]
+    assert augmentation_names("none") == [] and augmenter("") is None
+    with pytest.raises(CnnlabError, match="unknown augmentation 'mirror'"):
+        augmentation_names("crop,mirror")
+    with pytest.raises(CnnlabError, match="choose one of"):
+        augmentation_names("shift,affine")
+    x = torch.rand(4, 3, 8, 8)
+    torch.manual_seed(1)
+    a = augmenter("crop,flip")(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, random_flip(random_crop(x)))

@@ -19,7 +19,7 @@ from . import data as datasets
 from . import inspect, masks
 from .arch import HELP as ARCH_HELP
 from .arch import format_arch, parse_arch
-from .augment import DISTORTIONS
+from .augment import AUGMENTATIONS
 from .ensemble import evaluate_folder, train_members
 from .errors import CnnlabError, Interrupted
 from .images import load_digit
@@ -100,8 +100,9 @@ TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     (
         "--augment",
         {
-            "choices": tuple(DISTORTIONS),
-            "help": "random distortions per batch (shift, affine, elastic)",
+            "metavar": "A,B",
+            "help": "random changes to every mini-batch, joined by commas: shift, affine or"
+            f" elastic distortions (digits); {', '.join(list(AUGMENTATIONS)[3:])} (pictures)",
         },
     ),
     ("--seed", {"type": int}),

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .augment import DISTORTIONS, distort, expand, shifted_views
+from .augment import augmentation_names, augmenter, expand, shifted_views
 from .data import Part, Splits
 from .errors import CheckpointError, CnnlabError
 from .files import write_atomically
@@ -90,12 +90,12 @@ class TrainConfig:
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
-            (self.augment in DISTORTIONS, f"augment must be one of {', '.join(DISTORTIONS)}"),
             (self.init in INITS, f"init must be one of {', '.join(INITS)}"),
         ]
         for ok, message in rules:
             if not ok:
                 raise CnnlabError(message)
+        augmentation_names(self.augment)
         return self
 
     @classmethod
@@ -334,7 +334,7 @@ class _Stepper:
         # fp16 gradients underflow without loss scaling; for fp32/bf16 the scaler is a no-op
         fp16 = self.config.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
-        self.distortion = DISTORTIONS[self.config.augment]
+        self.augment = augmenter(self.config.augment)
         self.train_seconds = 0.0  # wall-clock time spent in training steps, hooks excluded
 
     def epoch(self, epoch: int, progress: bool) -> dict[str, float]:
@@ -359,8 +359,8 @@ class _Stepper:
             lr = learning_rate(config, (epoch - 1) * self.steps_per_epoch + step, total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            if self.distortion is not None:
-                x = distort(x, self.distortion)
+            if self.augment is not None:
+                x = self.augment(x)
             with autocast(self.device, config.precision):
                 logits = network(x)
             loss = network.ops.softmax_cross_entropy(logits.float(), y, config.label_smoothing)
