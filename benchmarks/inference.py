@@ -5,7 +5,7 @@
 
 Networks are freshly initialised from each preset (speed does not depend on the
 weights), saved and loaded back with ``Network.load``, and run through
-``Network.predict_proba`` (bf16 where the CPU has it natively), the call behind
+``cnnlab.predict.probabilities`` (bf16 where the CPU has it natively), the call behind
 ``cnnlab predict`` and the explorer's probabilities. Times are medians over
 ``--rounds`` repetitions after a warm-up. The single-image figure is reported
 twice: the network alone, and with ``mnist_style`` preprocessing of a 28×28
@@ -27,6 +27,7 @@ import torch
 from cnnlab.data import load_splits
 from cnnlab.images import mnist_style
 from cnnlab.network import Network
+from cnnlab.predict import probabilities
 from cnnlab.presets import get_preset
 
 
@@ -51,10 +52,10 @@ def measure(network: Network, images: torch.Tensor, rounds: int) -> dict[str, fl
     batch = images[:1000]
     one = images[:1]
     picture = (images[0, 0].numpy() * 255).astype(np.float32)  # a grey digit as a user gives it
-    batch_seconds = median_seconds(lambda: network.predict_proba(batch), rounds)
-    single_seconds = median_seconds(lambda: network.predict_proba(one), rounds * 10)
+    batch_seconds = median_seconds(lambda: probabilities(network, batch), rounds)
+    single_seconds = median_seconds(lambda: probabilities(network, one), rounds * 10)
     with_preprocessing = median_seconds(
-        lambda: network.predict_proba(torch.from_numpy(mnist_style(picture))[None, None]),
+        lambda: probabilities(network, torch.from_numpy(mnist_style(picture))[None, None]),
         rounds * 10,
     )
     return {

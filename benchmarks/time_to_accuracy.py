@@ -38,8 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnlab.data import Splits, load_splits
+from cnnlab.predict import accuracy
 from cnnlab.presets import get_preset
-from cnnlab.train import StepHook, TrainConfig, accuracy, fit, new_network
+from cnnlab.train import StepHook, TrainConfig, fit, new_network
 
 TARGETS = (0.98, 0.99, 0.992, 0.995)
 WARM_UP_IMAGES = 2048

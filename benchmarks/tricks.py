@@ -35,7 +35,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("fp32 instead of bf16", {"precision": "fp32"}),
     ("no channels-last", {"channels_last": False}),
     ("fp32 and no channels-last", {"precision": "fp32", "channels_last": False}),
-    ("no test-time shifts", {"tta": False}),
+    ("no test-time shifts", {"tta": "none"}),
     ("constant η instead of one-cycle", {"schedule": "constant", "lr": 0.05}),
     ("no label smoothing", {"label_smoothing": 0.0}),
     ("no momentum", {"momentum": 0.0, "nesterov": False, "lr": 0.8}),

@@ -18,11 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab import inspect
+from cnnlab import probe
 from cnnlab.arch import parse_arch
 from cnnlab.images import load_digit
 from cnnlab.network import Network
-from cnnlab.train import METRICS, MODEL, predict_labels
+from cnnlab.predict import labels, probabilities
+from cnnlab.runs import METRICS, MODEL
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -151,14 +152,14 @@ def test_drawing_shows_input_probabilities_and_every_feature_map(page):
 
 
 def test_known_test_digits_drawn_from_their_pixels_are_recognised(page, network, mnist):
-    images, labels = mnist.test.images[:40], mnist.test.labels[:40]
-    confident = network.predict_proba(images.float() / 255).max(1).values > 0.9
-    right = predict_labels(network, images) == labels
+    images, answers = mnist.test.images[:40], mnist.test.labels[:40]
+    confident = probabilities(network, images).max(1).values > 0.9
+    right = labels(network, images) == answers
     chosen = torch.nonzero(confident & right).flatten()[:2].tolist()
     for index in chosen:
         page.click("#clear")
         draw_digit(page, images[index, 0].numpy() / 255)
-        assert page.inner_text("#prediction") == str(int(labels[index])), f"test image {index}"
+        assert page.inner_text("#prediction") == str(int(answers[index])), f"test image {index}"
 
 
 def test_clicking_a_unit_highlights_its_receptive_field(page, network):
@@ -168,7 +169,7 @@ def test_clicking_a_unit_highlights_its_receptive_field(page, network):
     box = target.bounding_box()
     target.click(position={"x": box["width"] * 0.55, "y": box["height"] * 0.3})
     row, col = int(0.3 * 12), int(0.55 * 12)
-    top, left, bottom, right = inspect.receptive_field(network, 1, row, col)
+    top, left, bottom, right = probe.receptive_field(network, 1, row, col)
     page.wait_for_function("document.querySelector('#field-info').textContent.includes('sees')")
     text = page.inner_text("#field-info")
     assert f"Unit ({row}, {col}) of map 3" in text
@@ -183,7 +184,7 @@ def test_test_digits_load_and_are_classified_as_the_library_does(page, network, 
     index = int(first.get_attribute("title").split()[2].rstrip(","))
     first.click()
     settle(page)
-    expected = predict_labels(network, mnist.test.images[index : index + 1])[0]
+    expected = labels(network, mnist.test.images[index : index + 1])[0]
     assert page.inner_text("#prediction") == str(int(expected))
 
 
@@ -192,7 +193,7 @@ def test_an_uploaded_picture_is_classified_as_cnnlab_predict_does(page, network,
     Image.fromarray(255 - mnist.test.images[1, 0].numpy()).resize((100, 100)).save(path)
     page.set_input_files("#upload", str(path))
     settle(page)
-    expected = network.predict_proba(load_digit(path)[None]).argmax()
+    expected = probabilities(network, load_digit(path)[None]).argmax()
     assert page.inner_text("#prediction") == str(int(expected))
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.train import MODEL
+from cnnlab.runs import MODEL
 
 
 def run(capsys, *argv):
@@ -163,7 +163,7 @@ def test_expansion_and_augmentation_are_available_from_the_command_line(capsys, 
                          "--out", tmp_path / "r", "--quiet")  # fmt: skip
     assert status == 0 and out.splitlines()[-1].startswith("test accuracy: ")
     status, _, err = run(capsys, "train", "--augment", "wobble")
-    assert status == 2 and "invalid choice" in err
+    assert status == 2 and "unknown augmentation 'wobble'" in err
 
 
 def test_ensemble_commands_answer_bad_input_in_one_line(capsys, tmp_path):
@@ -194,7 +194,7 @@ def test_ensemble_train_reports_members_their_mean_and_both_votes_and_resumes(
     assert status == 0 and again.splitlines()[-4:] == out.splitlines()[-4:]
     # a different network, or a one-cycle run stretched to more epochs, is refused in one line
     status, _, err = run(capfd, *command[:3], "conv8x5-pool2-fc16-softmax10", *command[4:])
-    assert status == 2 and "holds a different run" in err
+    assert status == 2 and "holds a run with a different network" in err
     # the vote's mistakes as a picture; a format matplotlib cannot write is refused
     status, out, _ = run(capfd, "ensemble", "evaluate", tmp_path, "--mistakes", tmp_path / "m.png")
     assert status == 0 and Image.open(tmp_path / "m.png").size[0] > 100

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cnnlab import data
+from cnnlab.data import idx, mnist
 from cnnlab.errors import DataError
 
 
@@ -22,7 +23,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 def test_idx_round_trip():
     images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    assert np.array_equal(data.parse_idx(idx_bytes(images)), images)
+    assert np.array_equal(idx.parse_idx(idx_bytes(images)), images)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,7 @@ def test_idx_round_trip():
 def test_idx_reader_rejects_corrupt_files(mangle, message):
     good = idx_bytes(np.zeros((2, 3, 4), np.uint8))
     with pytest.raises(DataError, match=message):
-        data.parse_idx(mangle(good))
+        idx.parse_idx(mangle(good))
 
 
 def write_idx_dir(folder, n_train=60_000, n_test=10_000, compress=True):
@@ -54,7 +55,7 @@ def write_idx_dir(folder, n_train=60_000, n_test=10_000, compress=True):
     }
     arrays["train_images"][:5] = rng.integers(0, 256, (5, 28, 28))
     arrays["test_images"][:5] = rng.integers(0, 256, (5, 28, 28))
-    for key, stem in data.IDX_FILES.items():
+    for key, stem in mnist.IDX_FILES.items():
         raw = idx_bytes(arrays[key])
         if compress:
             (folder / f"{stem}.gz").write_bytes(gzip.compress(raw))
@@ -67,7 +68,7 @@ def write_idx_dir(folder, n_train=60_000, n_test=10_000, compress=True):
 def test_a_folder_of_idx_files_is_read_and_cached(tmp_path, monkeypatch, compress):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     arrays = write_idx_dir(tmp_path, compress=compress)
-    got, source = data.fetch("mnist", from_dir=tmp_path)
+    got, source = data.fetch("mnist", from_path=tmp_path)
     assert np.array_equal(got["test_images"], arrays["test_images"])
     cached, _ = data.fetch("mnist")  # now from the cache, no folder needed
     assert np.array_equal(cached["train_labels"], arrays["train_labels"])
@@ -78,17 +79,17 @@ def test_a_folder_with_too_few_images_is_refused_and_not_cached(tmp_path, monkey
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     write_idx_dir(tmp_path, n_train=100, n_test=10)
     with pytest.raises(DataError, match="100 training and 10 test images"):
-        data.fetch("mnist", from_dir=tmp_path)
+        data.fetch("mnist", from_path=tmp_path)
     assert not (tmp_path / "cache" / "mnist.npz").exists()
 
 
 def test_a_truncated_file_in_the_folder_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     write_idx_dir(tmp_path, compress=False)
-    stem = tmp_path / data.IDX_FILES["test_images"]
+    stem = tmp_path / mnist.IDX_FILES["test_images"]
     stem.write_bytes(stem.read_bytes()[:-100])
     with pytest.raises(DataError, match="truncated or corrupt"):
-        data.fetch("mnist", from_dir=tmp_path)
+        data.fetch("mnist", from_path=tmp_path)
     assert not (tmp_path / "cache" / "mnist.npz").exists()
 
 
@@ -96,7 +97,7 @@ def test_a_missing_file_is_named(tmp_path):
     write_idx_dir(tmp_path, n_train=6, n_test=5)
     os.remove(tmp_path / "t10k-labels-idx1-ubyte.gz")
     with pytest.raises(DataError, match="missing t10k-labels-idx1-ubyte"):
-        data.read_idx_dir(tmp_path)
+        mnist.read_idx_dir(tmp_path)
 
 
 def test_a_damaged_cache_says_how_to_recover(tmp_path, monkeypatch):
@@ -114,15 +115,15 @@ class _Exploit:
 def test_the_unpickler_refuses_anything_but_numpy_arrays():
     payload = pickle.dumps(_Exploit(), protocol=2)
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        data._NumpyOnlyUnpickler(io.BytesIO(payload)).load()
+        mnist._NumpyOnlyUnpickler(io.BytesIO(payload)).load()
     arrays = (np.arange(6, dtype=np.float32).reshape(2, 3), np.arange(3))
-    loaded = data._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(arrays, protocol=4))).load()
+    loaded = mnist._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(arrays, protocol=4))).load()
     assert np.array_equal(loaded[0], arrays[0])
 
 
 def test_mnist_pkl_with_the_wrong_hash_is_refused():
     with pytest.raises(DataError, match="SHA-256"):
-        data.read_mnist_pkl(gzip.compress(b"whatever"))
+        mnist.read_mnist_pkl(gzip.compress(b"whatever"))
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def test_a_single_member_ensemble_is_that_member():
 def test_members_train_in_parallel_processes_with_their_own_seeds(tmp_path, mnist):
     spec = {"input": [1, 28, 28], "layers": parse_arch("conv4x5-pool2-fc16-softmax10")}
     config = TrainConfig(
-        epochs=2, batch_size=20, lr=0.05, momentum=0.9, train_subset=1000, tta=True
+        epochs=2, batch_size=20, lr=0.05, momentum=0.9, train_subset=1000, tta="shifts"
     )
     results = train_members(spec, config, members=2, out=tmp_path, processes=2, log=print)
     assert [r["seed"] for r in results] == [0, 1]

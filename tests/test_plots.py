@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab import inspect, plots
+from cnnlab import plots, probe
 from cnnlab.arch import parse_arch
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
@@ -57,7 +57,7 @@ def test_show_maps_says_what_the_network_sees(capsys, tmp_path, trained_run, dig
 
 def test_filters_of_a_deep_layer_show_every_depth_slice():
     net = Network.create({"input": [3, 32, 32], "layers": parse_arch("conv6x5-conv4x3-softmax10")})
-    figure = plots.filters_figure(inspect.filters(net))
+    figure = plots.filters_figure(probe.filters(net))
     images = [ax.get_images()[0].get_array() for ax in figure.axes if ax.get_images()]
     assert images[0].shape[-1] == 3  # the filters on an RGB input are drawn in colour
     assert images[1].shape == (6 * 4 - 1, 4 * 4 - 1)  # 6 slices of 3×3 down, 4 filters across
@@ -65,7 +65,7 @@ def test_filters_of_a_deep_layer_show_every_depth_slice():
 
 def test_mistakes_figure_needs_a_mistake(mnist):
     part = mnist.test
-    nothing = inspect.mistakes(part, part.labels.clone())
+    nothing = probe.mistakes(part, part.labels.clone())
     with pytest.raises(CnnlabError, match="every test image correctly"):
         plots.mistakes_figure(nothing, [str(d) for d in range(10)], "none")
 
@@ -112,7 +112,7 @@ def test_curves_of_a_run_without_validation(tmp_path):
 def test_a_stage_of_units_is_drawn_as_a_strip():
     net = Network.create({"input": [1, 28, 28], "layers": parse_arch("conv4x5-fc30-softmax10")})
     image = torch.rand(1, 28, 28)
-    outputs = inspect.stage_outputs(net, image[None])
-    figure = plots.maps_figure(inspect.stages(net), outputs, image, list("0123456789"), "t")
+    outputs = probe.stage_outputs(net, image[None])
+    figure = plots.maps_figure(probe.stages(net), outputs, image, list("0123456789"), "t")
     shapes = [ax.get_images()[0].get_array().shape for ax in figure.axes if ax.get_images()]
     assert (1, 30) in shapes

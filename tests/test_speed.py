@@ -10,14 +10,13 @@ import torch
 from cnnlab.augment import shift, shifted_views
 from cnnlab.data import load_splits
 from cnnlab.precision import autocast, fast_bf16
+from cnnlab.predict import accuracy, labels
 from cnnlab.presets import get_preset
 from cnnlab.train import (
     StepHook,
     TrainConfig,
-    accuracy,
     fit,
     new_network,
-    predict_labels,
 )
 
 from .conftest import small_network, small_splits
@@ -115,7 +114,7 @@ def test_tta_predicts_the_class_of_highest_mean_probability(tiny):
     x = tiny.test.images[:100].float() / 255
     with torch.no_grad():
         mean = sum(network(v).softmax(1) for v in shifted_views(x)) / 5
-    assert torch.equal(predict_labels(network, x, tta=True), mean.argmax(1))
+    assert torch.equal(labels(network, x, tta=True), mean.argmax(1))
     assert not torch.equal(mean.argmax(1), network(x).argmax(1))  # untrained: views disagree
 
 

@@ -7,17 +7,11 @@ import json
 import pytest
 import torch
 
+from cnnlab.config import TrainConfig
 from cnnlab.data import load_splits
-from cnnlab.train import (
-    CHECKPOINT,
-    METRICS,
-    MODEL,
-    TrainConfig,
-    accuracy,
-    fit,
-    learning_rate,
-    make_optimizer,
-)
+from cnnlab.predict import accuracy
+from cnnlab.runs import CHECKPOINT, METRICS, MODEL
+from cnnlab.train import fit, learning_rate, make_optimizer
 
 from .conftest import small_network, small_splits
 
@@ -104,7 +98,8 @@ def test_end_to_end_a_small_convnet_learns_mnist():
     network = small_network()
     result = fit(network, data, config, progress=False, log=quiet)
     assert result.test_accuracy > 0.93
-    assert accuracy(network, data.test) == pytest.approx(result.history[-1]["test_accuracy"])
+    measured = accuracy(network, data.test, config.precision)
+    assert measured == pytest.approx(result.history[-1]["test_accuracy"])
 
 
 def test_bf16_and_fp32_agree(tiny):

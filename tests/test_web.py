@@ -21,11 +21,12 @@ from PIL import Image
 
 pytest.importorskip("flask", reason='the explorer needs Flask: pip install "cnnlab[web]"')
 
-from cnnlab import inspect
+from cnnlab import probe
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.network import Network
-from cnnlab.train import MODEL, predict_labels
+from cnnlab.predict import labels
+from cnnlab.runs import MODEL
 from cnnlab.web import ServedFolder, create_app
 from cnnlab.web.server import start
 
@@ -94,7 +95,7 @@ def test_prediction_matches_cnnlab_predict_on_mnist_test_images(
 def test_pixels_are_classified_exactly_as_the_library_does(client, trained_run, mnist):
     network, _ = Network.load(trained_run / MODEL)
     images = mnist.test.images[:20]
-    expected = predict_labels(network, images).tolist()
+    expected = labels(network, images).tolist()
     for image, label in zip(images, expected):
         pixels = (image[0].float() / 255).tolist()
         answer = client.post("/api/analyze", json={"pixels": pixels}).json
@@ -120,7 +121,7 @@ def test_stages_have_the_shapes_the_summary_promises(client, trained_run):
 def test_receptive_field_comes_from_the_library(client, trained_run):
     network, _ = Network.load(trained_run / MODEL)
     answer = client.get("/api/receptive-field?stage=1&row=5&col=7").json
-    assert tuple(answer.values()) == inspect.receptive_field(network, 1, 5, 7) == (10, 14, 15, 19)
+    assert tuple(answer.values()) == probe.receptive_field(network, 1, 5, 7) == (10, 14, 15, 19)
     for query in ("stage=1&row=99&col=0", "stage=x&row=0&col=0", "row=0", "stage=50"):
         response = client.get(f"/api/receptive-field?{query}")
         assert response.status_code == 400 and "error" in response.json
@@ -143,7 +144,7 @@ def test_runs_and_their_metrics(client, trained_run):
     assert [r["name"] for r in runs] == ["."]
     metrics = client.get("/api/metrics?run=.").json
     assert metrics["epochs"] == 2
-    assert metrics["history"] == inspect.training_history(trained_run)
+    assert metrics["history"] == probe.training_history(trained_run)
     assert client.get("/api/metrics?run=elsewhere").status_code == 404
 
 

@@ -11,38 +11,29 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import data as datasets
-from . import inspect, masks
+from . import masks, probe
 from .arch import HELP as ARCH_HELP
 from .arch import format_arch, parse_arch
 from .augment import AUGMENTATIONS
+from .config import SCHEDULES, TrainConfig
 from .ensemble import evaluate_folder, train_members
 from .errors import CnnlabError, Interrupted
-from .images import load_digit
 from .network import INITS, Network
 from .precision import PRECISIONS
 from .precision import resolve as resolve_precision
-from .presets import DEFAULT, PRESETS, get_preset
+from .predict import TTA, accuracy, class_names, prepare_picture, probabilities
+from .presets import PRESETS, default_preset, get_preset
 from .reproduce import ROW_NAMES, reproduce
-from .train import (
-    CHECKPOINT,
-    MODEL,
-    SCHEDULES,
-    TrainConfig,
-    accuracy,
-    check_epochs_change,
-    fit,
-    new_network,
-    pick_device,
-    read_run,
-)
+from .runs import CHECKPOINT, MODEL, resumed_settings
+from .train import fit, network_spec, new_network, pick_device
 
 EXIT_USAGE = 2
-RESUMABLE = {"epochs", "device"}  # settings a resumed run may change
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,9 +53,51 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _size(text: str) -> list[int]:
+    try:
+        size = [int(s) for s in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH, e.g. 32x32") from None
+    if len(size) != 2 or not 1 <= min(size) <= max(size) <= 4096:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH from 1x1 to 4096x4096")
+    return size
+
+
 # ---- train --------------------------------------------------------------------------------
+DATA_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "--dataset",
+        {"choices": datasets.DATASETS, "help": "a built-in data set (default mnist)"},
+    ),
+    (
+        "--data",
+        {
+            "metavar": "DIR",
+            "help": "a folder of your pictures: DIR/CLASS/*.png|jpg|bmp|webp, or DIR/train/CLASS/…"
+            " and DIR/test/CLASS/… (and DIR/val/CLASS/…)",
+        },
+    ),
+    (
+        "--image-size",
+        {
+            "type": _size,
+            "metavar": "HxW",
+            "help": "--data: resize (keeping the aspect ratio) and centre-crop every picture to"
+            " this (default: the folder's most common size, at most 64 on a side)",
+        },
+    ),
+    (
+        "--test-fraction",
+        {
+            "type": float,
+            "metavar": "F",
+            "help": "--data without a test/ folder: hold out this share of each class for testing"
+            " (default 0.2, the same pictures every run)",
+        },
+    ),
+]
 TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
-    ("--dataset", {"choices": datasets.DATASETS, "help": "data set (default mnist)"}),
+    *DATA_OPTIONS,
     (
         "--split",
         {
@@ -81,6 +114,14 @@ TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     ("--train-subset", {"type": int, "metavar": "N", "help": "train on the first N images only"}),
+    (
+        "--normalize",
+        {
+            "action": argparse.BooleanOptionalAction,
+            "help": "standardise each input channel by the training pictures' mean and std"
+            " (kept with the network)",
+        },
+    ),
     ("--epochs", {"type": int}),
     ("--batch-size", {"type": int, "help": "mini-batch size m"}),
     ("--lr", {"type": float, "help": "learning rate η"}),
@@ -125,8 +166,9 @@ TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     (
         "--tta",
         {
-            "action": argparse.BooleanOptionalAction,
-            "help": "evaluate on the mean prediction over each image and its 1-pixel shifts",
+            "choices": TTA,
+            "help": "evaluate on the mean prediction over each image and its 1-pixel shifts"
+            " and/or its mirror image",
         },
     ),
 ]
@@ -135,7 +177,11 @@ TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """What a training run is: the network (preset or arch) and its settings."""
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--preset", help=f"a named network with its settings (default {DEFAULT})")
+    which.add_argument(
+        "--preset",
+        help="a named network with its settings (default: fast for MNIST, fashion, cifar10,"
+        " pictures for --data)",
+    )
     which.add_argument("--arch", metavar="SPEC", help="a network in the short form")
     for flag, options in TRAIN_OPTIONS:
         p.add_argument(flag, **options)
@@ -176,66 +222,89 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_train)
 
 
-def _train_setup(args: argparse.Namespace) -> tuple[str, dict[str, Any], TrainConfig]:
-    """(name, spec, config) of the run the arguments ask for."""
-    overrides = {
+@dataclass
+class _Plan:
+    """A training run the arguments ask for: its name, settings and how its spec is made."""
+
+    name: str
+    config: TrainConfig
+    layers: list[dict[str, Any]]
+    from_preset: bool  # a preset's output layer is sized to the data's classes
+    saved_spec: dict[str, Any] | None = None  # a resumed run's
+
+    def spec(self, data: datasets.Splits) -> dict[str, Any]:
+        if self.saved_spec is not None:
+            return self.saved_spec
+        return network_spec(self.layers, data, self.config, fit_output=self.from_preset)
+
+
+def _option_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig values given on the command line."""
+    values = {
         flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
         for flag, _ in TRAIN_OPTIONS
     }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    values = {k: v for k, v in values.items() if v is not None}
     if args.faithful:
-        overrides["faithful"] = True
+        values["faithful"] = True
+    if "dataset" in values and "data" in values:
+        raise CnnlabError("--dataset names a built-in data set, --data a folder: give one")
+    return values
+
+
+def _train_setup(args: argparse.Namespace) -> _Plan:
+    """The run the arguments ask for (a new one, or the one in --out to resume)."""
+    values = _option_values(args)
     if args.resume:
         if args.out is None:
             raise CnnlabError("--resume needs --out DIR, the folder of the run to continue")
-        spec, config = read_run(args.out)
-        fixed = sorted(set(overrides) - RESUMABLE) + (["arch"] if args.arch else [])
-        fixed += ["preset"] * bool(args.preset) + ["dropout"] * (args.dropout is not None)
-        if fixed:
-            flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
-            raise CnnlabError(
-                "--resume continues with the run's saved settings; only --epochs and --device"
-                f" may change (drop {flags})"
-            )
-        check_epochs_change(config, overrides.get("epochs", config.epochs))
-        for key in RESUMABLE & set(overrides):
-            setattr(config, key, overrides[key])
-        return Path(args.out).name, spec, config
-    if args.arch:
+        extra = ["arch"] * (args.arch is not None) + ["preset"] * (args.preset is not None)
+        extra += ["dropout"] * (args.dropout is not None)
+        spec, config = resumed_settings(args.out, {**values, **dict.fromkeys(extra)})
+        return _Plan(Path(args.out).name, config, spec["layers"], False, spec)
+    if args.arch is not None:
         name, settings, layers = "arch", {}, parse_arch(args.arch)
     else:
-        preset = get_preset(args.preset or DEFAULT)
-        name, settings, layers = preset.name, preset.settings, parse_arch(preset.arch)
+        preset = get_preset(args.preset or default_preset(values.get("dataset"), "data" in values))
+        name, settings, layers = preset.name, preset.settings, preset.layers()
+    if "data" in values:  # a folder replaces the preset's built-in data set
+        settings = {k: v for k, v in settings.items() if k != "dataset"}
     if args.dropout is not None:
         layers = [
             {**layer, "dropout": args.dropout} if layer["type"] in ("fc", "softmax") else layer
             for layer in layers
         ]
-    return (
-        name,
-        {"input": [1, 28, 28], "layers": layers},
-        TrainConfig.from_dict({**settings, **overrides}).check(),
-    )
+    config = TrainConfig.from_dict({**settings, **values}).check()
+    return _Plan(name, config, layers, args.arch is None)
+
+
+def _load_data(config: TrainConfig, quiet: bool = False) -> datasets.Splits:
+    """The run's data, with a progress bar while a picture folder is decoded."""
+    progress = not quiet and sys.stderr.isatty()
+    return datasets.load_splits(**config.data_options(), log=_info, progress=progress)
 
 
 def _train(args: argparse.Namespace) -> None:
-    name, spec, config = _train_setup(args)
-    out = Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    plan = _train_setup(args)
+    config = plan.config
+    out = Path(args.out or f"runs/{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not args.resume and (out / CHECKPOINT).exists():
         raise CnnlabError(
             f"{out} already holds a run: add --resume to continue it, or pick another --out"
         )
     out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails here, before any work
+    data = _load_data(config, args.quiet)
+    spec = plan.spec(data)
     network = new_network(spec, config, kernels=args.kernels)
-    data = datasets.load_splits(
-        config.dataset, config.split, config.validation, config.train_subset, log=_info
-    )
     device = pick_device(config.device)
     val = f"{len(data.validation):,} validation, " if data.validation else ""
+    shape = "×".join(map(str, data.input_shape))
+    parameters = sum(p.numel() for p in network.parameters())
     _info(
-        f"{name}: {format_arch(spec['layers'])}  ({sum(p.numel() for p in network.parameters()):,}"
-        f" parameters)\n{data.name}: {len(data.train):,} train, {val}{len(data.test):,} test;"
-        f" {config.epochs} epoch{'s' * (config.epochs != 1)} of mini-batch {config.batch_size},"
+        f"{plan.name}: {format_arch(spec['layers'])}  ({parameters:,}"
+        f" parameters)\n{data.name}: {len(data.classes)} classes, {shape} pictures;"
+        f" {len(data.train):,} train, {val}{len(data.test):,} test;"
+        f" {_epochs(config.epochs)} of mini-batch {config.batch_size},"
         f" η={config.lr:g}, λ={config.l2:g} on {device.type}"
         f" ({resolve_precision(config.precision, device)}, {args.kernels} kernels);"
         f" saving to {out}"
@@ -263,14 +332,19 @@ def _train(args: argparse.Namespace) -> None:
     print(f"test accuracy: {result.test_accuracy:.2%} ({chosen}; model in {out / MODEL})")
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
 # ---- ensembles and the chapter's table ------------------------------------------------------
 def _ensemble_train(args: argparse.Namespace) -> None:
-    name, spec, config = _train_setup(args)
-    out = Path(args.out or f"runs/{name}-ensemble")
+    plan = _train_setup(args)
+    config = plan.config
+    out = Path(args.out or f"runs/{plan.name}-ensemble")
+    spec = plan.spec(_load_data(config))
     _info(
-        f"{args.members} × {name}: {format_arch(spec['layers'])}, seeds {config.seed}–"
-        f"{config.seed + args.members - 1}, {config.epochs} epoch{'s' * (config.epochs != 1)}"
-        f" each; saving to {out}"
+        f"{args.members} × {plan.name}: {format_arch(spec['layers'])}, seeds {config.seed}–"
+        f"{config.seed + args.members - 1}, {_epochs(config.epochs)} each; saving to {out}"
     )
     try:
         train_members(spec, config, args.members, out, args.processes, log=print, epoch_lines=True)
@@ -320,7 +394,7 @@ def _add_ensemble(commands: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="test accuracy of members, average and vote")
     p.add_argument("folder", help="the folder given to `cnnlab ensemble train --out`")
     p.add_argument(
-        "--mistakes", metavar="FILE", help="draw the test digits the majority vote gets wrong (PNG)"
+        "--mistakes", metavar="FILE", help="draw the test images the majority vote gets wrong (PNG)"
     )
     p.set_defaults(run=_ensemble_evaluate)
 
@@ -362,29 +436,45 @@ def _checkpoint(path: str) -> Path:
     return candidate / MODEL if candidate.is_dir() else candidate
 
 
+def _saved_data(meta: dict[str, Any], network: Network, args: argparse.Namespace) -> Any:
+    """The data a saved network was trained on (or the one the arguments name instead)."""
+    config = TrainConfig.from_dict(meta.get("config", {}))
+    if getattr(args, "dataset", None) is not None:
+        config.dataset, config.data = args.dataset, None
+    if getattr(args, "data", None) is not None:
+        config.data = args.data
+    if config.data is not None:  # pictures prepared at the size the network takes
+        config.image_size = list(network.input_shape[1:])
+    data = datasets.load_splits(**config.data_options(), log=_info, progress=sys.stderr.isatty())
+    if data.input_shape != network.input_shape or len(data.classes) != network.classes:
+        raise CnnlabError(
+            f"this network takes {'×'.join(map(str, network.input_shape))} input with"
+            f" {network.classes} classes; {data.name} has {'×'.join(map(str, data.input_shape))}"
+            f" pictures in {len(data.classes)} classes"
+        )
+    return config, data
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     network, meta = Network.load(_checkpoint(args.checkpoint))
-    config = TrainConfig.from_dict(meta.get("config", {}))
     network.to(pick_device(args.device))
-    name = args.dataset or meta.get("dataset", "mnist")
-    data = datasets.load_splits(name, config.split, config.validation, log=_info)
+    config, data = _saved_data(meta, network, args)
     measure = partial(accuracy, network, precision=config.precision, tta=config.tta)
-    how = ", averaged over 1-pixel shifts" if config.tta else ""
+    how = "" if config.tta == "none" else f", averaged over test-time views ({config.tta})"
     if data.validation is not None:
         print(f"validation accuracy: {measure(data.validation):.2%}")
-    print(f"test accuracy: {measure(data.test):.2%} ({name}, {len(data.test):,} images{how})")
+    print(f"test accuracy: {measure(data.test):.2%} ({data.name}, {len(data.test):,} images{how})")
 
 
 def _predict(args: argparse.Namespace) -> None:
     import torch
 
+    if args.top < 1:
+        raise CnnlabError("--top must be at least 1")
     network, meta = Network.load(_checkpoint(args.checkpoint))
-    if network.input_shape != (1, 28, 28):
-        raise CnnlabError(f"this network takes {network.input_shape} input, not 28×28 grey digits")
-    classes = meta.get("classes") or [str(i) for i in range(network.classes)]
-    images = torch.stack([load_digit(path) for path in args.images])
-    probabilities = network.predict_proba(images)
-    for path, p in zip(args.images, probabilities):
+    classes = class_names(network, meta)
+    images = torch.stack([prepare_picture(path, network, meta) for path in args.images])
+    for path, p in zip(args.images, probabilities(network, images)):
         top = p.topk(min(args.top, len(p)))
         ranked = ", ".join(f"{classes[i]} {v:.1%}" for v, i in zip(top.values, top.indices))
         print(f"{path}: {classes[top.indices[0]]}  ({ranked})")
@@ -396,10 +486,10 @@ def _summary(args: argparse.Namespace) -> None:
     else:
         layers = (
             parse_arch(args.arch)
-            if args.arch
-            else parse_arch(get_preset(args.preset or DEFAULT).arch)
+            if args.arch is not None
+            else get_preset(args.preset or default_preset()).layers()
         )
-        network = Network.from_spec({"input": list(args.input), "layers": layers})
+        network = Network.shapes_only({"input": list(args.input), "layers": layers})
     print(network.summary())
 
 
@@ -412,7 +502,9 @@ def _presets(args: argparse.Namespace) -> None:
 
 # ---- data ---------------------------------------------------------------------------------
 def _data_fetch(args: argparse.Namespace) -> None:
-    arrays, source = datasets.fetch(args.name, from_dir=args.from_dir, force=args.force, log=_info)
+    arrays, source = datasets.fetch(
+        args.name, from_path=args.from_path, force=args.force, log=_info
+    )
     print(
         f"{args.name}: {len(arrays['train_labels']):,} train + {len(arrays['test_labels']):,}"
         f" test images from {source}, cached in {datasets.cache_path(args.name)}"
@@ -422,21 +514,33 @@ def _data_fetch(args: argparse.Namespace) -> None:
 def _data_info(args: argparse.Namespace) -> None:
     import numpy as np
 
-    arrays, source = datasets.fetch(args.name, log=_info)
-    print(f"{args.name}  (source: {source}; cache: {datasets.cache_path(args.name)})")
-    classes = datasets.CLASS_NAMES[args.name]
-    for part in ("train", "test"):
-        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        counts = np.bincount(labels, minlength=len(classes))
-        print(
-            f"  {part}: {len(labels):,} images of {images.shape[1]}×{images.shape[2]} uint8,"
-            f" mean pixel {images.mean() / 255:.3f}"
-        )
-        print("    per class: " + ", ".join(f"{c} {n:,}" for c, n in zip(classes, counts)))
-    print(
-        "  splits: nielsen = 50,000 train / 10,000 validation / 10,000 test;"
-        " standard = 60,000 − validation / 10,000 test"
+    folder = args.name not in datasets.DATASETS
+    dataset = datasets.open_dataset(
+        args.name if not folder else "mnist",
+        data=args.name if folder else None,
+        image_size=args.image_size,
+        log=_info,
+        progress=sys.stderr.isatty(),
     )
+    depth, height, width = dataset.input_shape
+    kind = "colour" if depth == 3 else "grey"
+    print(f"{dataset.name}  (source: {dataset.source})")
+    print(f"  {len(dataset.classes)} classes, pictures of {height}×{width} {kind} (uint8)")
+    parts = [("train", dataset.train), ("val", dataset.validation), ("test", dataset.test)]
+    for name, part in parts:
+        if part is None:
+            continue
+        counts = np.bincount(part.labels.numpy(), minlength=len(dataset.classes))
+        mean = float(part.images[:10_000].float().mean()) / 255
+        print(f"  {name}: {len(part):,} pictures, mean pixel {mean:.3f}")
+        print("    per class: " + ", ".join(f"{c} {n:,}" for c, n in zip(dataset.classes, counts)))
+    for note in dataset.notes:
+        print(f"  {note}")
+    if dataset.mnist_family:
+        print(
+            "  splits: nielsen = 50,000 train / 10,000 validation / 10,000 test;"
+            " standard = 60,000 − validation / 10,000 test"
+        )
 
 
 # ---- show, filter, serve: looking inside ----------------------------------------------------
@@ -460,53 +564,50 @@ def _picture(
 
 def _show_filters(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
     network, _ = Network.load(_checkpoint(args.checkpoint))
-    banks = inspect.filters(network)
+    banks = probe.filters(network)
     return plots.filters_figure(banks), f"the filters of {len(banks)} conv layer(s)"
 
 
 def _show_maps(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
     network, meta = Network.load(_checkpoint(args.checkpoint))
-    if network.input_shape != (1, 28, 28):
-        raise CnnlabError(f"this network takes {network.input_shape} input, not 28×28 grey digits")
-    image = load_digit(args.image)
-    outputs = inspect.stage_outputs(network, image[None])
-    classes = inspect.class_names(network, meta)
+    image = prepare_picture(args.image, network, meta)
+    outputs = probe.stage_outputs(network, image[None])
+    classes = class_names(network, meta)
     guess = classes[int(outputs[-1].argmax())]
     title = f"{Path(args.image).name} through {format_arch(network.spec()['layers'])}"
-    figure = plots.maps_figure(inspect.stages(network), outputs, image, classes, title)
+    figure = plots.maps_figure(probe.stages(network), outputs, image, classes, title)
     return figure, f"the feature maps of every layer (the network says {guess})"
 
 
 def _test_predictions(args: argparse.Namespace) -> tuple[Network, dict[str, Any], Any, Any]:
     """The network, its metadata, its data set's test part and the predicted class of each image."""
     network, meta = Network.load(_checkpoint(args.checkpoint))
-    test = datasets.load_splits(meta.get("dataset", "mnist"), log=_info).test
-    if network.input_shape != tuple(test.images.shape[1:]):
-        raise CnnlabError(f"this network takes {network.input_shape} input, not the test images")
-    return network, meta, test, inspect.predictions(network, test, progress=sys.stderr.isatty())
+    _, data = _saved_data(meta, network, args)
+    test = data.test
+    return network, meta, test, probe.predictions(network, test, progress=sys.stderr.isatty())
 
 
 def _show_mistakes(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
     if args.count < 1:
         raise CnnlabError("--count must be at least 1")
     network, meta, test, predicted = _test_predictions(args)
-    found = inspect.mistakes(test, predicted, args.count)
+    found = probe.mistakes(test, predicted, args.count)
     wrong = int((predicted != test.labels).sum())
     title = f"{wrong:,} of {len(test):,} test images misclassified; the first {len(found.labels)}"
-    figure = plots.mistakes_figure(found, inspect.class_names(network, meta), title)
+    figure = plots.mistakes_figure(found, class_names(network, meta), title)
     return figure, f"{len(found.labels)} of the {wrong:,} misclassified test images"
 
 
 def _show_confusion(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
     network, meta, test, predicted = _test_predictions(args)
-    matrix = inspect.confusion_matrix(test.labels, predicted, network.classes)
+    matrix = probe.confusion_matrix(test.labels, predicted, network.classes)
     title = f"confusion matrix of {Path(args.checkpoint).name} on the test set"
-    figure = plots.confusion_figure(matrix, inspect.class_names(network, meta), title)
+    figure = plots.confusion_figure(matrix, class_names(network, meta), title)
     return figure, f"the confusion matrix ({int(matrix.trace()):,} right)"
 
 
 def _show_curves(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
-    history = inspect.training_history(args.run_dir)
+    history = probe.training_history(args.run_dir)
     title = f"training run {Path(args.run_dir).resolve().name}"
     return plots.curves_figure(history, title), f"{len(history)} epochs"
 
@@ -530,7 +631,7 @@ def _add_show(commands: argparse._SubParsersAction) -> None:
         p = pictures.add_parser(name, help=help_text, description=help_text)
         p.add_argument("checkpoint", help=checkpoint_help)
         if name == "maps":
-            p.add_argument("image", help="a PNG/JPEG of a digit, preprocessed as MNIST was")
+            p.add_argument("image", help="a picture, prepared as `cnnlab predict` does")
         if name == "mistakes":
             p.add_argument("--count", type=int, default=44, help="how many to show (default 44)")
         p.add_argument("--out", default=f"{name}.png", metavar="FILE", help=f"default {name}.png")
@@ -624,18 +725,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("evaluate", help="test accuracy of a saved network")
     p.add_argument("checkpoint", help="a .safetensors file, or a run folder")
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--dataset", choices=datasets.DATASETS, help="default: the one it was trained on"
+    )
+    which.add_argument(
+        "--data", metavar="DIR", help="a folder of pictures in the classes it was trained on"
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(run=_evaluate)
 
     p = commands.add_parser(
         "predict",
-        help="classify digit images (PNG/JPEG)",
-        description="Each image is preprocessed as MNIST was: grey, inverted"
-        " if its background is light, fitted into 20×20, centred by mass"
-        " in 28×28.",
+        help="classify pictures (PNG, JPEG, BMP, WebP) and print class names",
+        description="Each picture is prepared as the network's training pictures were: for a"
+        " network trained on MNIST, as MNIST's digits (grey, inverted if the background is light,"
+        " fitted into 20×20, centred by mass in 28×28); for any other, grey or colour as the"
+        " network takes it, resized keeping its aspect ratio and centre-cropped.",
     )
     p.add_argument("checkpoint", help="a .safetensors file, or a run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -668,13 +774,30 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(
         dest="data_command", required=True, metavar="COMMAND", parser_class=_Parser
     )
-    p = data_commands.add_parser("fetch", help="get a data set into the cache (verified)")
+    p = data_commands.add_parser(
+        "fetch",
+        help="get a built-in data set into the cache (verified)",
+        description="Fetch a built-in data set once (the canonical files, checksum-verified, or"
+        " local package files), convert it to uint8 and cache it.",
+    )
     p.add_argument("name", choices=datasets.DATASETS)
-    p.add_argument("--from", dest="from_dir", metavar="DIR", help="a folder of the 4 IDX files")
+    p.add_argument(
+        "--from",
+        dest="from_path",
+        metavar="PATH",
+        help="files you downloaded: the folder of MNIST's 4 IDX files, or CIFAR's binary archive"
+        " (cifar-10-binary.tar.gz, cifar-100-binary.tar.gz) or its folder",
+    )
     p.add_argument("--force", action="store_true", help="fetch again even if cached")
     p.set_defaults(run=_data_fetch)
-    p = data_commands.add_parser("info", help="sizes, classes and source of a data set")
-    p.add_argument("name", choices=datasets.DATASETS)
+    p = data_commands.add_parser(
+        "info",
+        help="classes, counts, sizes and source of a data set or picture folder",
+        description="Describe a built-in data set or a folder of pictures (decoding and caching"
+        " it first): classes, pictures per class and part, size and colour, skipped files.",
+    )
+    p.add_argument("name", metavar="NAME|DIR", help=f"{', '.join(datasets.DATASETS)}, or a folder")
+    p.add_argument("--image-size", type=_size, metavar="HxW", help="for a folder, as in train")
     p.set_defaults(run=_data_info)
     _add_show(commands)
     _add_filter(commands)

@@ -22,20 +22,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .data import CLASS_NAMES, Part, load_splits
+from .config import TrainConfig
+from .data import Part, load_splits
 from .errors import CnnlabError
-from .inspect import mistakes
 from .network import Network
-from .train import (
-    CHECKPOINT,
-    MODEL,
-    TrainConfig,
-    check_epochs_change,
-    fit,
-    new_network,
-    predict_probabilities,
-    read_run,
-)
+from .predict import class_names, probabilities
+from .probe import mistakes
+from .runs import MODEL, continues
+from .train import fit, new_network
 
 MISTAKES_SHOWN = 200
 
@@ -54,12 +48,10 @@ def majority_vote(probabilities: Tensor) -> Tensor:
 
 
 def member_probabilities(
-    members: list[Network], images: Tensor, precision: str = "fp32", tta: bool = False
+    members: list[Network], images: Tensor, precision: str = "fp32", tta: str = "none"
 ) -> Tensor:
     """(members, images, classes) probabilities of every member, as the members were evaluated."""
-    return torch.stack(
-        [predict_probabilities(member, images, precision, tta=tta) for member in members]
-    )
+    return torch.stack([probabilities(member, images, precision, tta) for member in members])
 
 
 def load_members(folder: str | Path) -> list[tuple[Network, dict[str, Any]]]:
@@ -94,16 +86,18 @@ def evaluate_folder(folder: str | Path, mistakes_picture: str | Path | None = No
     ``mistakes_picture``, the test digits the vote gets wrong are drawn there.
     """
     loaded = load_members(folder)
-    meta = loaded[0][1]
+    network, meta = loaded[0]
+    shapes = {(member.input_shape, member.classes) for member, _ in loaded}
+    if len(shapes) > 1:
+        raise CnnlabError(f"{folder}: its members take different inputs or classes")
     config = TrainConfig.from_dict(meta.get("config", {}))
-    dataset = meta.get("dataset", "mnist")
-    test = load_splits(dataset).test
-    probabilities = member_probabilities(
-        [network for network, _ in loaded], test.images, config.precision, config.tta
+    test = load_splits(**config.data_options()).test
+    found = member_probabilities(
+        [member for member, _ in loaded], test.images, config.precision, config.tta
     )
     if mistakes_picture is not None:
-        draw_mistakes(probabilities, test, CLASS_NAMES[dataset], mistakes_picture)
-    return {**scores(probabilities, test.labels), "dataset": dataset}
+        draw_mistakes(found, test, class_names(network, meta), mistakes_picture)
+    return {**scores(found, test.labels), "dataset": meta.get("dataset", config.dataset)}
 
 
 def draw_mistakes(
@@ -120,7 +114,7 @@ def draw_mistakes(
     found = mistakes(test, predicted, MISTAKES_SHOWN)
     wrong = int((predicted != test.labels).sum())
     shown = "" if wrong == len(found.labels) else f" (the first {len(found.labels)})"
-    title = f"the {wrong} test digits the ensemble of {len(probabilities)} gets wrong{shown}"
+    title = f"the {wrong} test images the ensemble of {len(probabilities)} gets wrong{shown}"
     plots.save(plots.mistakes_figure(found, classes, title), picture)
 
 
@@ -135,13 +129,8 @@ def _train_member(
     torch.set_num_threads(threads)
     settings = TrainConfig.from_dict(config)
     network = new_network(spec, settings)
-    resume = (Path(out) / CHECKPOINT).exists()
-    if resume:
-        saved_spec, saved = read_run(out)
-        if saved_spec != network.spec() or replace(saved, epochs=settings.epochs) != settings:
-            raise CnnlabError(f"{out} holds a different run; use another --out")
-        check_epochs_change(saved, settings.epochs)
-    data = load_splits(settings.dataset, settings.split, settings.validation, settings.train_subset)
+    resume = continues(out, network.spec(), settings)
+    data = load_splits(**settings.data_options())
     name = Path(out).name
     result = fit(
         network,

@@ -460,6 +460,8 @@ class BatchNorm(Layer):
         return 2 * math.prod(self.out_shape)
 
 
+# Layers whose weights L2 regularisation decays (not biases, not batch norm's scale and shift).
+WEIGHTED_LAYERS = (Conv, LocallyConnected, ConvPool, FullyConnected)
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.kind: cls
     for cls in (Conv, LocallyConnected, Pool, ConvPool, FullyConnected, Softmax, BatchNorm)

@@ -2,7 +2,11 @@
 
 The spec ``{"input": [1, 28, 28], "layers": [{"type": "conv", ...}, ...]}`` is
 what presets are written in, what ``--arch`` is parsed into, and what a
-checkpoint stores beside its weights, so a saved network rebuilds itself.
+checkpoint stores beside its weights, so a saved network rebuilds itself. An
+optional ``"normalize": {"mean": [...], "std": [...]}`` (one number per input
+channel, pixels as fractions of 255) standardises every input first, so
+whoever uses the network — predict, the explorer, an exported model — feeds it
+plain pixels.
 Checkpoints are safetensors files whose header carries the spec as JSON:
 no pickle anywhere.
 """
@@ -25,7 +29,6 @@ from .files import write_atomically
 from .kernels import get_ops
 from .layers import DROPOUT_STYLES, Conv, ConvPool, Layer, LocallyConnected, Shape, Softmax
 from .layers import layer_from_spec as _layer_from_spec
-from .precision import autocast
 
 INITS = ("default", "network3")
 FORMAT_VERSION = 1
@@ -57,6 +60,7 @@ class Network(nn.Module):
         input_shape: Shape = (1, 28, 28),
         kernels: str = "native",
         dropout_style: str = "inverted",
+        normalize: dict[str, list[float]] | None = None,
     ) -> None:
         super().__init__()
         if not layers:
@@ -75,6 +79,11 @@ class Network(nn.Module):
                 raise SpecError(f"layer {index}: {exc}") from None
             layer.dropout_style = dropout_style
         self.dropout_style = dropout_style
+        self.normalize = _check_normalize(normalize, self.input_shape[0])
+        if self.normalize is not None:  # from the spec, so not saved with the weights
+            for key in ("mean", "std"):
+                value = torch.tensor(self.normalize[key]).view(-1, 1, 1)
+                self.register_buffer(key, value, persistent=False)
         self.channels_last = False
         self.use_kernels(kernels)
 
@@ -96,7 +105,15 @@ class Network(nn.Module):
             input_shape,
             kernels=kernels,
             dropout_style=spec.get("dropout_style", "inverted"),
+            normalize=spec.get("normalize"),
         )
+
+    @classmethod
+    def shapes_only(cls, spec: dict[str, Any]) -> Network:
+        """The network of ``spec`` with no memory behind its weights (PyTorch's meta device):
+        shapes, parameter counts and FLOPs of any size, answered at once."""
+        with torch.device("meta"):
+            return cls.from_spec(spec)
 
     @classmethod
     def create(
@@ -130,6 +147,8 @@ class Network(nn.Module):
         }
         if self.dropout_style != "inverted":
             spec["dropout_style"] = self.dropout_style
+        if self.normalize is not None:
+            spec["normalize"] = self.normalize
         return spec
 
     @property
@@ -157,30 +176,13 @@ class Network(nn.Module):
         return self.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.normalize is not None:
+            x = (x - self.mean) / self.std
         if self.channels_last and x.dim() == 4:  # a no-op when the input is laid out already
             x = x.contiguous(memory_format=torch.channels_last)
         for layer in self.layers:
             x = layer(x)
         return x
-
-    def activations(self, x: Tensor) -> list[Tensor]:
-        """The output of every layer for a batch x (the last one is the logits)."""
-        outputs = []
-        for layer in self.layers:
-            x = layer(x)
-            outputs.append(x)
-        return outputs
-
-    @torch.inference_mode()
-    def predict_proba(self, x: Tensor, precision: str = "auto") -> Tensor:
-        """Class probabilities for a batch of images (float, scaled to [0, 1]).
-
-        In bf16 where the hardware has it ("auto"): twice the images per second
-        on such CPUs, with probabilities within about 1% of fp32's.
-        """
-        self.eval()
-        with autocast(next(self.parameters()).device, precision):
-            return torch.softmax(self(x).float(), dim=1)
 
     # ---- describing it -------------------------------------------------------------------
     def summary_rows(self) -> list[SummaryRow]:
@@ -243,10 +245,11 @@ class Network(nn.Module):
         for layer in self.layers:
             if isinstance(layer, (Conv, ConvPool, LocallyConnected)) and layer.in_shape[0] > 1:
                 d, m, k = layer.in_shape[0], layer.maps, layer.size
+                shared = "shared by every position" if layer.kind != "local" else "at each position"
                 notes.append(
                     f"note: each filter of {layer.describe()} spans the whole input depth {d}:"
-                    f" {m} × ({k}·{k}·{d} + 1) = {m * (k * k * d + 1):,} per position,"
-                    f" not {m} × ({k}·{k} + 1) = {m * (k * k + 1):,}"
+                    f" {m} × ({k}·{k}·{d} + 1) = {m * (k * k * d + 1):,} weights and biases"
+                    f" {shared}, not {m} × ({k}·{k} + 1) = {m * (k * k + 1):,}"
                 )
         return notes
 
@@ -275,6 +278,22 @@ class Network(nn.Module):
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"{path}: weights do not match the spec ({first})") from None
         return network.use_channels_last(kernels == "native"), meta
+
+
+def _check_normalize(normalize: Any, depth: int) -> dict[str, list[float]] | None:
+    """The spec's input standardisation: a mean and a positive std for each of the channels."""
+    if normalize is None:
+        return None
+    try:
+        values = {key: [float(v) for v in normalize[key]] for key in ("mean", "std")}
+    except (TypeError, KeyError, ValueError):
+        raise SpecError('"normalize" must be {"mean": [...], "std": [...]}') from None
+    ok = all(len(v) == depth and all(math.isfinite(x) for x in v) for v in values.values())
+    if not ok or min(values["std"]) <= 0:
+        raise SpecError(
+            f'"normalize" needs {depth} finite means and {depth} positive standard deviations'
+        )
+    return values
 
 
 def save_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The pictures of ``cnnlab show``, drawn from inspect.py's data.
+"""The pictures of ``cnnlab show``, drawn from probe.py's data.
 
 matplotlib's object API with the Agg canvas: no pyplot, no display, no global
 state, so it runs headless and in threads. Colours follow one rule: learned
@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from .errors import CnnlabError
-from .inspect import FilterBank, Mistakes, Stage
+from .probe import FilterBank, Mistakes, Stage
 
 WEIGHTS_CMAP = "gray_r"
 DIGIT_CMAP = "gray_r"
@@ -193,7 +193,7 @@ def maps_figure(
 ) -> Figure:
     """The input, the feature maps of every stage (pooled maps beside their conv maps), the answer.
 
-    ``outputs`` are ``inspect.stage_outputs`` for a batch of one; the last stage
+    ``outputs`` are ``probe.stage_outputs`` for a batch of one; the last stage
     holds the class probabilities.
     """
     values = [output[0].float().numpy() for output in outputs]

@@ -25,14 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import CLASS_NAMES, load_splits
+from .config import TrainConfig
+from .data import load_splits
 from .ensemble import draw_mistakes, member_probabilities, scores
 from .errors import CnnlabError
 from .files import write_atomically
-from .inspect import filters
 from .network import Network
 from .presets import get_preset
-from .train import CHECKPOINT, MODEL, TrainConfig, fit, new_network
+from .probe import filters
+from .runs import MODEL, continues
+from .train import fit, network_spec, new_network
 
 MODES = ("chapter", "faithful", "fast", "quick")
 # What --fast changes in the chapter's settings (the architectures and η stay): mini-batch 32
@@ -91,9 +93,9 @@ def command_for(row: Row, mode: str) -> str:
 def train_run(preset: str, mode: str, seed: int, out: Path) -> dict[str, Any]:
     """One training run of a preset (resumed if its folder holds an unfinished one)."""
     config = settings_for(preset, mode, seed)
-    data = load_splits(config.dataset, config.split, config.validation, config.train_subset)
-    network = new_network(get_preset(preset).spec(), config)
-    resume = (out / CHECKPOINT).exists()
+    data = load_splits(**config.data_options())
+    network = new_network(network_spec(get_preset(preset).layers(), data, config), config)
+    resume = continues(out, network.spec(), config)
     result = fit(
         network,
         data,
@@ -150,10 +152,10 @@ def reproduce_row(row: Row, mode: str, runs: int, out: Path, log: Callable[[str]
     ]
     networks = [Network.load(out / row.preset / f"seed-{s}" / MODEL)[0] for s in range(members)]
     config = settings_for(row.preset, mode, 0)
-    test = load_splits(config.dataset, config.split, config.validation).test
-    probabilities = member_probabilities(networks, test.images, config.precision, config.tta)
-    draw_mistakes(probabilities, test, CLASS_NAMES[config.dataset], out / MISTAKES)
-    result = scores(probabilities, test.labels)
+    data = load_splits(**config.data_options())
+    probabilities = member_probabilities(networks, data.test.images, config.precision, config.tta)
+    draw_mistakes(probabilities, data.test, data.classes, out / MISTAKES)
+    result = scores(probabilities, data.test.labels)
     extra = {"members": result["members"], "average": result["average"]}
     summary = _summarise(row, mode, results, extra)
     summary.update(measured=result["vote"], mean=result["vote"], std=0.0)

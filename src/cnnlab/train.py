@@ -1,7 +1,9 @@
 """fit(): mini-batch stochastic gradient descent with backpropagation, as in the chapter.
 
 One loop for every network. Per epoch: shuffle (unless faithful), step through
-mini-batches that are index slices of tensors already on the device, then
+mini-batches gathered by index from uint8 images already on the device (each
+batch turned into floats in [0, 1] as it is used, so the data set takes a
+quarter of the memory and a memory-mapped folder is never copied whole), then
 measure validation and test accuracy. The reported result follows the chapter:
 the test accuracy at the epoch of best validation accuracy.
 
@@ -12,19 +14,16 @@ weights by η·λ/B = η·λ·m/n (mini-batch m, n training images): plain weigh
 with ``weight_decay = λ·m/n``. The chapter's λ = 0.1 with m = 10, n = 50,000 is
 a weight decay of 2e-5.
 
-Every epoch writes, atomically, ``checkpoint.safetensors`` (everything needed to
-resume), ``model.safetensors`` (the best-validation network so far) and a line
-of ``metrics.jsonl``. Resuming reproduces the uninterrupted run exactly: each
-epoch's randomness is derived from (seed, epoch), not carried over.
+Every epoch saves the run (``runs.py``); resuming reproduces the uninterrupted
+run exactly: each epoch's randomness is derived from (seed, epoch), not carried over.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,97 +32,48 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .augment import augmentation_names, augmenter, expand, shifted_views
-from .data import Part, Splits
-from .errors import CheckpointError, CnnlabError
-from .files import write_atomically
-from .layers import BatchNorm
-from .network import INITS, Network, load_tensors, save_tensors
-from .precision import PRECISIONS, autocast
-
-CHECKPOINT = "checkpoint.safetensors"
-MODEL = "model.safetensors"
-METRICS = "metrics.jsonl"
-SCHEDULES = ("constant", "onecycle", "cosine")
-OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run; saved with the checkpoint, overridable from the CLI."""
-
-    dataset: str = "mnist"
-    split: str = "nielsen"
-    validation: int | None = None  # standard split: images held out for validation
-    train_subset: int | None = None  # train on the first N training images only
-    epochs: int = 10
-    batch_size: int = 10
-    lr: float = 0.1  # η
-    schedule: str = "constant"  # constant | onecycle (linear up, then down) | cosine
-    warmup: float = 0.2  # onecycle: fraction of steps spent rising to lr
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    nesterov: bool = False
-    l2: float = 0.0  # λ, in the chapter's convention (see module doc)
-    label_smoothing: float = 0.0
-    init: str = "default"  # initial weights: PyTorch's (default) or network3's
-    expand: bool = False  # the chapter's 5× expansion by one-pixel shifts
-    augment: str = "none"  # random distortions per batch: none | shift | affine | elastic
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    channels_last: bool = False  # lay maps out (batch, height, width, depth): faster oneDNN convs
-    tta: bool = False  # evaluate on the mean probabilities over each image and its 1-pixel shifts
-    faithful: bool = False  # network3's conventions: its init, no reshuffle, ties count
-    eval_batch_size: int = 1000
-
-    def check(self) -> TrainConfig:
-        """Raise CnnlabError for settings that cannot work."""
-        rules = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch size must be >= 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "learning rate must be > 0"),
-            (self.l2 >= 0, "l2 must be >= 0"),
-            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
-            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
-            (0 < self.warmup < 1, "warmup must be in (0, 1)"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
-            (self.init in INITS, f"init must be one of {', '.join(INITS)}"),
-        ]
-        for ok, message in rules:
-            if not ok:
-                raise CnnlabError(message)
-        augmentation_names(self.augment)
-        return self
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+from .augment import augmenter, expand
+from .config import TrainConfig
+from .data import Splits, channel_statistics
+from .errors import CnnlabError
+from .layers import WEIGHTED_LAYERS, BatchNorm
+from .memory import check_fits
+from .network import Network
+from .precision import autocast
+from .predict import accuracy
+from .runs import (
+    CHECKPOINT,
+    MODEL,
+    TrainResult,
+    restore,
+    save_checkpoint,
+    write_metrics,
+)
 
 
-@dataclass
-class TrainResult:
-    """What a run measured; ``test_accuracy`` is the chapter's number (at best validation)."""
-
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int = 0
-    best_validation: float | None = None
-    test_accuracy: float = 0.0
-
-    @property
-    def train_seconds(self) -> float:
-        """Time spent training, over all epochs (resumed runs included; evaluation excluded)."""
-        return sum(row["train_seconds"] for row in self.history)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def network_spec(
+    layers: list[dict[str, Any]], data: Splits, config: TrainConfig, fit_output: bool = False
+) -> dict[str, Any]:
+    """The spec of a network of ``layers`` for ``data``: its input shape, and its per-channel
+    standardisation when ``config.normalize``. With ``fit_output`` (presets), an output layer
+    of another size is given one unit per class of the data."""
+    last = layers[-1]
+    if fit_output and last.get("type") == "softmax":
+        layers = [*layers[:-1], {**last, "units": len(data.classes)}]
+    spec: dict[str, Any] = {"input": list(data.input_shape), "layers": layers}
+    if config.normalize:
+        mean, std = channel_statistics(data.train.images)
+        spec["normalize"] = {"mean": mean, "std": std}
+    return spec
 
 
 def new_network(spec: dict[str, Any], config: TrainConfig, kernels: str = "native") -> Network:
-    """The freshly initialised network a run of ``config`` starts from."""
+    """The freshly initialised network a run of ``config`` starts from.
+
+    Its memory needs are checked from the shapes first: a network that cannot be
+    trained here is refused before any of its weights are allocated.
+    """
+    check_fits(Network.shapes_only(spec), config.batch_size, pick_device(config.device))
     return Network.create(spec, config.seed, config.faithful, kernels, config.init)
 
 
@@ -138,50 +88,9 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def to_inputs(images: Tensor, device: torch.device) -> Tensor:
-    """uint8 images → float in [0, 1] on ``device``, once, so batches are just slices."""
-    return images.to(device).float().div_(255)
-
-
-@torch.inference_mode()
-def predict_probabilities(
-    network: Network,
-    images: Tensor,
-    precision: str = "fp32",
-    batch_size: int = 1000,
-    tta: bool = False,
-) -> Tensor:
-    """Class probabilities (N, classes) of images (uint8 or float, N×depth×H×W), on the CPU.
-
-    With ``tta``, the mean probabilities over the image and its four one-pixel shifts.
-    """
-    network.eval()
-    device = next(network.parameters()).device
-    chunks = [torch.empty(0, network.classes)]
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size].to(device)
-        x = chunk.float().div_(255) if chunk.dtype == torch.uint8 else chunk
-        views = shifted_views(x) if tta else [x]
-        with autocast(device, precision):
-            scores = sum(network(view).float().softmax(1) for view in views) / len(views)
-        chunks.append(scores.cpu())
-    return torch.cat(chunks)
-
-
-def predict_labels(network: Network, images: Tensor, **options: Any) -> Tensor:
-    """The most probable class of every image; ``options`` as for ``predict_probabilities``."""
-    return predict_probabilities(network, images, **options).argmax(1)
-
-
-def accuracy(network: Network, part: Part, precision: str = "fp32", tta: bool = False) -> float:
-    """Fraction of ``part`` classified correctly."""
-    predicted = predict_labels(network, part.images, precision=precision, tta=tta)
-    return (predicted == part.labels).float().mean().item()
-
-
 def _decayed_parameters(network: Network) -> tuple[list[Tensor], list[Tensor]]:
-    """(weights, everything else): L2 applies to the weights of conv/fc/softmax layers only."""
-    weights = [m.weight for m in network.modules() if hasattr(m, "ops") and hasattr(m, "weight")]
+    """(weights, everything else): L2 decays the weights of conv, local and fc layers only."""
+    weights = [m.weight for m in network.modules() if isinstance(m, WEIGHTED_LAYERS)]
     ids = {id(w) for w in weights}
     return weights, [p for p in network.parameters() if id(p) not in ids]
 
@@ -231,95 +140,10 @@ def _batches(
             yield x[index], y[index]
 
 
-# ---- checkpoints --------------------------------------------------------------------------
-def _optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
-    state = optimizer.state_dict()
-    tensors, plain = {}, {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, Tensor):
-                tensors[f"optim.{index}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                plain[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "plain": plain}
-
-
-def _optimizer_from_tensors(tensors: dict[str, Tensor], meta: dict) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in meta["plain"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def save_checkpoint(
-    path: Path,
-    network: Network,
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    result: TrainResult,
-) -> None:
-    """Everything a run needs to continue: weights, optimizer state, settings, history."""
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in network.state_dict().items()}
-    optim_tensors, optim_meta = _optimizer_to_tensors(optimizer)
-    meta = {
-        "spec": network.spec(),
-        "config": asdict(config),
-        "result": result.to_dict(),
-        "optimizer": optim_meta,
-    }
-    save_tensors(path, {**tensors, **optim_tensors}, meta)
-
-
-def read_run(out: str | Path) -> tuple[dict[str, Any], TrainConfig]:
-    """The network spec and settings of the run saved in folder ``out`` (for --resume)."""
-    _, meta = load_tensors(_checkpoint_in(out))
-    return meta["spec"], TrainConfig.from_dict(meta["config"])
-
-
-def check_epochs_change(saved: TrainConfig, epochs: int) -> None:
-    """Refuse to continue a run over a new number of epochs unless its schedule is constant.
-
-    One-cycle and cosine schedules were laid out for the run's length: changing it
-    would reshape them mid-run.
-    """
-    if epochs != saved.epochs and saved.schedule != "constant":
-        raise CnnlabError(
-            f"this run's {saved.schedule} schedule was laid out for {saved.epochs} epochs;"
-            " changing --epochs would reshape it: start a new run instead"
-        )
-
-
-def _checkpoint_in(out: str | Path) -> Path:
-    path = Path(out) / CHECKPOINT
-    if not path.exists():
-        raise CheckpointError(f"{out}: no {CHECKPOINT} to resume from")
-    return path
-
-
-def _restore(out: Path, network: Network, optimizer: torch.optim.Optimizer) -> TrainResult:
-    tensors, meta = load_tensors(_checkpoint_in(out))
-    if meta["spec"] != network.spec():
-        raise CheckpointError(f"{out}: the saved run is of a different network")
-    network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer.load_state_dict(_optimizer_from_tensors(tensors, meta["optimizer"]))
-    return TrainResult(**meta["result"])
-
-
-def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
-    """Rewrite the metrics log from the history (atomic; drops lines of unfinished epochs)."""
-    text = "".join(json.dumps(row) + "\n" for row in history)
-    write_atomically(out / METRICS, lambda tmp: tmp.write_text(text))
-
-
 # ---- the loop -----------------------------------------------------------------------------
 @dataclass
 class _Stepper:
-    """What one epoch of mini-batch SGD needs: network, optimizer, schedule, data on the device."""
+    """What one epoch of mini-batch SGD needs: network, optimizer, schedule, data (uint8)."""
 
     network: Network
     optimizer: torch.optim.Optimizer
@@ -359,6 +183,7 @@ class _Stepper:
             lr = learning_rate(config, (epoch - 1) * self.steps_per_epoch + step, total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            x = x.to(self.device, non_blocking=True).float().div_(255)
             if self.augment is not None:
                 x = self.augment(x)
             with autocast(self.device, config.precision):
@@ -441,6 +266,12 @@ def fit(
             f"the output layer has {network.classes} classes but {data.name} has"
             f" {len(data.classes)}: end the network with softmax{len(data.classes)}"
         )
+    if network.input_shape != data.input_shape:
+        shape = "×".join(map(str, data.input_shape))
+        raise CnnlabError(
+            f"the network takes {'×'.join(map(str, network.input_shape))} input but the pictures"
+            f" of {data.name} are {shape}: build it with input {shape}"
+        )
     train = expand(data.train, config.seed) if config.expand else data.train
     steps_per_epoch = len(train) // config.batch_size
     if steps_per_epoch == 0:
@@ -454,15 +285,15 @@ def fit(
     if resume:
         if out_dir is None:
             raise CnnlabError("resuming needs the run's output folder")
-        result = _restore(out_dir, network, optimizer)
+        result = restore(out_dir, network, optimizer)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_metrics(out_dir, result.history)
+        write_metrics(out_dir, result.history)
     stepper = _Stepper(
         network,
         optimizer,
         config,
-        to_inputs(train.images, device),
+        _resident(train.images, device),
         train.labels.to(device),
         steps_per_epoch,
         device,
@@ -493,6 +324,7 @@ def fit(
                     {
                         "dataset": data.name,
                         "classes": data.classes,
+                        "input": list(data.input_shape),
                         "config": asdict(config),
                         "epoch": epoch,
                         "validation_accuracy": validation,
@@ -500,8 +332,16 @@ def fit(
                     },
                 )
             save_checkpoint(out_dir / CHECKPOINT, network, optimizer, config, result)
-            _write_metrics(out_dir, result.history)
+            write_metrics(out_dir, result.history)
     return result
+
+
+def _resident(images: Tensor, device: torch.device) -> Tensor:
+    """The training images where batches are gathered from: on a GPU when they fit in half its
+    free memory, else where they are (a memory-mapped folder stays a memory map)."""
+    if device.type == "cuda" and images.numel() < torch.cuda.mem_get_info(device)[0] // 2:
+        return images.to(device)
+    return images
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:

@@ -1,4 +1,4 @@
-"""The explorer's JSON API and its page; every answer comes from ``cnnlab.inspect``.
+"""The explorer's JSON API and its page; every answer comes from ``cnnlab.probe``.
 
 Nothing a request sends can crash the server: bad input is a JSON error with
 status 400 (404 for a name outside the served folder, 413 for a body over the
@@ -21,12 +21,13 @@ from torch import Tensor
 from werkzeug.exceptions import HTTPException
 
 from .. import data as datasets
-from .. import inspect
+from .. import probe
 from ..arch import format_arch
 from ..data import Part
 from ..errors import CnnlabError
 from ..images import grey_levels, mnist_style
 from ..network import Network
+from ..predict import class_names
 from .folder import NotServed, ServedFolder
 
 STATIC = Path(__file__).parent / "static"
@@ -83,15 +84,15 @@ def _int_arg(name: str, default: int | None = None) -> int:
 
 def analysis(network: Network, meta: dict[str, Any], x: Tensor) -> dict[str, Any]:
     """What the page shows for one input (1, 28, 28): probabilities and every stage's values."""
-    outputs = inspect.stage_outputs(network, x[None])
-    stages = inspect.stages(network)
+    outputs = probe.stage_outputs(network, x[None])
+    stages = probe.stages(network)
     probabilities = outputs[-1][0]
     best = int(probabilities.argmax())
     return {
         "input": _numbers(x[0]),
         "probabilities": _numbers(probabilities, 6),
         "predicted": best,
-        "label": inspect.class_names(network, meta)[best],
+        "label": class_names(network, meta)[best],
         "stages": [
             {
                 "name": stage.name,
@@ -109,7 +110,7 @@ def analysis(network: Network, meta: dict[str, Any], x: Tensor) -> dict[str, Any
 def describe(name: str, network: Network, meta: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's network: layers, stages, classes, how it scored, its first filters."""
     try:
-        first = inspect.filters(network)[0]
+        first = probe.filters(network)[0]
         shape, weights = list(first.weights.shape), _numbers(first.weights)
         filters = {"name": first.name, "shape": shape, "weights": weights}
     except CnnlabError:
@@ -118,14 +119,13 @@ def describe(name: str, network: Network, meta: dict[str, Any]) -> dict[str, Any
         "checkpoint": name,
         "arch": format_arch(network.spec()["layers"]),
         "input": list(network.input_shape),
-        "classes": inspect.class_names(network, meta),
+        "classes": class_names(network, meta),
         "dataset": meta.get("dataset"),
         "epoch": meta.get("epoch"),
         "test_accuracy": meta.get("test_accuracy"),
         "summary": network.summary(),
         "stages": [
-            {"name": s.name, "kind": s.kind, "shape": list(s.shape)}
-            for s in inspect.stages(network)
+            {"name": s.name, "kind": s.kind, "shape": list(s.shape)} for s in probe.stages(network)
         ],
         "filters": filters,
     }
@@ -211,7 +211,7 @@ def create_app(folder: ServedFolder, max_upload: int = MAX_UPLOAD) -> Flask:
     @app.get("/api/receptive-field")
     def receptive_field() -> Response:
         _, network, _ = folder.network(request.args.get("checkpoint"))
-        top, left, bottom, right = inspect.receptive_field(
+        top, left, bottom, right = probe.receptive_field(
             network, _int_arg("stage"), _int_arg("row", 0), _int_arg("col", 0)
         )
         return jsonify(top=top, left=left, bottom=bottom, right=right)
@@ -226,7 +226,7 @@ def create_app(folder: ServedFolder, max_upload: int = MAX_UPLOAD) -> Flask:
         part = test_images.get(name)
         generator = torch.Generator().manual_seed(seed % 2**63)
         indices = torch.randperm(len(part), generator=generator)[:count]
-        classes = inspect.class_names(network, meta)
+        classes = class_names(network, meta)
         return jsonify(
             dataset=name,
             indices=indices.tolist(),

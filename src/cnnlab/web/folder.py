@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CnnlabError
-from ..inspect import training_history
 from ..network import Network
-from ..train import CHECKPOINT, METRICS, MODEL, read_run
+from ..probe import training_history
+from ..runs import CHECKPOINT, METRICS, MODEL, read_run
 
 MAX_DEPTH = 4  # folders below the served one that are searched
 MAX_FILES = 1000  # files looked at per listing, so a huge folder cannot stall a request

