@@ -72,7 +72,7 @@ def fit_picture(image: Image.Image, size: tuple[int, int], colour: bool) -> np.n
     height, width = size
     image.draft("RGB" if colour else "L", (width * 2, height * 2))
     fitted = ImageOps.fit(levels(image, colour), (width, height), Image.Resampling.LANCZOS)
-    pixels = np.asarray(fitted, dtype=np.uint8)
+    pixels = np.array(fitted, dtype=np.uint8)  # writable, so torch can share it
     return pixels.transpose(2, 0, 1) if colour else pixels[None]
 
 
