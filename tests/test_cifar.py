@@ -110,7 +110,7 @@ def test_fetch_from_a_verified_archive_caches_a_builtin_data_set(tmp_path, monke
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(cifar, "COUNTS", (20, 4))  # the small archive stands for the real one
     fmt = cifar.FORMATS["cifar10"]
-    members, pictures, labels = cifar10_members()
+    members, pictures, _labels = cifar10_members()
     path = archive(tmp_path / fmt.archive, fmt, members)
     small = cifar.CifarFormat(**{**fmt.__dict__, "md5": hashlib.md5(path.read_bytes()).hexdigest()})
     monkeypatch.setitem(cifar.FORMATS, "cifar10", small)

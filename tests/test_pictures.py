@@ -81,7 +81,7 @@ def test_a_picture_is_prepared_as_the_folder_was(colour_run):
     root, out, _ = colour_run
     network, meta = Network.load(out / "model.safetensors")
     x = prepare_picture(root / "red" / "0.png", network, meta)
-    assert x.shape == (3, 16, 24) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert x.shape == (3, 16, 24) and float(x.min()) >= 0 and float(x.max()) <= 1
     assert int(probabilities(network, x[None]).argmax()) == 2  # red
 
 
@@ -90,7 +90,7 @@ def test_show_draws_colour_networks(capsys, colour_run, tmp_path, picture_kind):
     root, out, _ = colour_run
     extra = [root / "green" / "1.jpg"] if picture_kind == "maps" else []
     target = tmp_path / f"{picture_kind}.png"
-    status, text, err = run(capsys, "show", picture_kind, out, *extra, "--out", target)
+    status, _text, err = run(capsys, "show", picture_kind, out, *extra, "--out", target)
     if picture_kind == "mistakes" and status == 2:
         assert "classifies every test image correctly" in err
         return
@@ -107,7 +107,7 @@ def test_data_info_describes_a_folder(capsys, colour_run):
 
 def test_the_default_preset_for_a_folder_trains_on_it(capsys, colour_run, tmp_path):
     root, _, _ = colour_run
-    status, text, err = run(capsys, "train", "--data", root, "--epochs", 1, "--out",
+    status, _text, err = run(capsys, "train", "--data", root, "--epochs", 1, "--out",
                             tmp_path / "p", "--quiet")  # fmt: skip
     assert status == 0, err
     assert "pictures: " in err and "3 classes, 3×16×24 pictures" in err
