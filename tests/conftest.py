@@ -49,6 +49,14 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, mnist: Splits) -> Path
     return out
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses MNIST (directly or through another fixture) carries the ``mnist``
+    marker, so ``pytest -m "not mnist"`` runs the rest with no data at all."""
+    for item in items:
+        if "mnist" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.mnist)
+
+
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
     torch.set_num_threads(2)

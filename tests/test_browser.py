@@ -2,7 +2,8 @@
 
 A person draws a digit stroke by stroke and sees the input, the probabilities
 and the maps; clicks a unit; loads test digits; uploads a picture; switches
-checkpoints; follows a training run as its metrics log grows.
+checkpoints; follows a training run as its metrics log grows. A network of
+colour pictures gets an upload instead of the drawing pad.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from PIL import Image
 
 from cnnlab import probe
 from cnnlab.arch import parse_arch
-from cnnlab.images import load_digit
+from cnnlab.images import FORMATS, fit_picture, load_digit
 from cnnlab.network import Network
 from cnnlab.predict import labels, probabilities
 from cnnlab.runs import METRICS, MODEL
@@ -244,3 +245,73 @@ def test_training_curves_follow_the_metrics_log(page, served, trained_run):
     test = json.loads(rows[-1])["test_accuracy"]
     assert f"test {100 * test:.2f}%" in page.inner_text("#run-status")
     assert all(painted(page, ".charts canvas"))
+
+
+COLOURS = ["red", "green", "blue"]
+
+
+@pytest.fixture(scope="module")
+def colour_url(tmp_path_factory):
+    """A server of one untrained 3×16×16 colour network (no MNIST needed)."""
+    root = tmp_path_factory.mktemp("colour")
+    spec = {"input": [3, 16, 16], "layers": parse_arch("conv4x3-pool2-softmax3")}
+    meta = {"dataset": "somewhere", "classes": COLOURS, "config": {"data": str(root / "gone")}}
+    Network.create(spec, seed=0).save(root / "colour.safetensors", meta)
+    server = start(ServedFolder(root), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}/", Network.load(root / "colour.safetensors")[0]
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_a_colour_network_offers_an_upload_instead_of_the_pad(browser, colour_url, tmp_path):
+    url, network = colour_url
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(url)
+        page.wait_for_selector("#stage-0 canvas")
+        assert not page.is_visible("#draw") and not page.is_visible("#clear")
+        assert page.is_visible("#upload-button")
+        info = page.inner_text("#pictures-info")
+        assert "16×16 colour pictures of red, green, blue" in info and "upload" in info
+        assert page.inner_text("#samples-button") == "Test pictures"
+        assert page.locator("#filters canvas").count() == 4
+        path = tmp_path / "photo.png"
+        pixels = np.random.default_rng(0).integers(0, 255, (30, 45, 3), np.uint8)
+        pixels[:, :20, 0] = 255
+        Image.fromarray(pixels).save(path)
+        page.set_input_files("#upload", str(path))
+        settle(page)
+        with Image.open(path, formats=FORMATS) as image:
+            x = torch.from_numpy(fit_picture(image, (16, 16), colour=True)).float() / 255
+        expected = COLOURS[int(probabilities(network, x[None]).argmax())]
+        assert page.inner_text("#prediction") == expected
+        assert page.locator("#probabilities li").count() == 3
+        assert page.is_visible("#preview") and all(painted(page, "#preview"))
+        size = page.evaluate("[document.querySelector('#input').width, "
+                             "document.querySelector('#input').height]")  # fmt: skip
+        assert size == [224, 224] and all(painted(page, "#input"))
+        colourful = page.evaluate(
+            """() => {
+                 const c = document.querySelector("#input");
+                 const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+                 for (let i = 0; i < d.length; i += 4) {
+                   if (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2]) return true;
+                 }
+                 return false;
+               }"""
+        )
+        assert colourful  # drawn in colour, not as grey levels
+        target = page.locator("#stage-1 canvas").first  # pooled maps: 4×7×7
+        target.click(position={"x": 2, "y": 2})
+        page.wait_for_function("document.querySelector('#field-info').textContent.includes('sees')")
+        top, left, bottom, right = probe.receptive_field(network, 1, 0, 0)
+        assert f"rows {top}–{bottom}, columns {left}–{right}" in page.inner_text("#field-info")
+        assert page.inner_text("#status") == ""
+    finally:
+        page.close()
+    assert not errors, errors

@@ -184,3 +184,17 @@ def test_listing_ignores_hidden_files_and_counts_other_files(tmp_path):
     (root / "red" / "readme.txt").write_text("x")
     listing = list_folder(root)
     assert listing.classes == ["blue", "green", "red"] and listing.ignored == 1
+
+
+def test_sixteen_bit_and_palette_pictures_are_read_at_their_true_levels(tmp_path):
+    from cnnlab.images import is_colour, levels, open_picture
+
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((4, 4), 128 * 257, np.uint16)).save(deep)
+    with open_picture(deep) as image:
+        assert not is_colour(image)
+        assert np.asarray(levels(image, colour=False)).tolist() == [[128] * 4] * 4
+    palette = tmp_path / "palette.png"
+    Image.fromarray(np.full((4, 4, 3), (200, 10, 10), np.uint8)).quantize(2).save(palette)
+    with open_picture(palette) as image:
+        assert np.asarray(levels(image, colour=True))[0, 0].tolist() == [200, 10, 10]

@@ -133,3 +133,21 @@ def test_channel_statistics_match_numpy():
     assert np.allclose(mean, pixels.mean((0, 2, 3)))
     assert np.allclose(std, pixels.std((0, 2, 3)))
     assert all(math.isfinite(s) for s in std)
+
+
+def test_a_colour_network_trained_through_the_python_api_evaluates_from_the_cli(
+    capsys, colour_run, tmp_path
+):
+    from cnnlab.arch import parse_arch
+    from cnnlab.config import TrainConfig
+    from cnnlab.data import load_splits
+    from cnnlab.train import fit
+
+    root, _, _ = colour_run
+    data = load_splits(data=root, split_name="standard", validation=0)
+    network = Network.create({"input": [3, 16, 24], "layers": parse_arch(ARCH)}, seed=1)
+    config = TrainConfig(epochs=1, batch_size=16, lr=0.05)  # says nothing about the data
+    fit(network, data, config, out=tmp_path / "api", progress=False, log=lambda line: None)
+    status, text, err = run(capsys, "evaluate", tmp_path / "api")
+    assert status == 0, err
+    assert f"({root}, 48 images)" in text

@@ -22,10 +22,12 @@ from PIL import Image
 pytest.importorskip("flask", reason='the explorer needs Flask: pip install "cnnlab[web]"')
 
 from cnnlab import probe
+from cnnlab.arch import parse_arch
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
+from cnnlab.images import FORMATS, fit_picture
 from cnnlab.network import Network
-from cnnlab.predict import labels
+from cnnlab.predict import labels, probabilities
 from cnnlab.runs import MODEL
 from cnnlab.web import ServedFolder, create_app
 from cnnlab.web.server import start
@@ -116,6 +118,7 @@ def test_stages_have_the_shapes_the_summary_promises(client, trained_run):
     assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-4)
     assert np.shape(described["filters"]["weights"]) == (8, 1, 5, 5)
     assert described["classes"] == [str(d) for d in range(10)]
+    assert described["digits"] is True and described["input"] == [1, 28, 28]
 
 
 def test_receptive_field_comes_from_the_library(client, trained_run):
@@ -271,3 +274,154 @@ def test_a_real_server_refuses_bad_requests_and_keeps_serving(trained_run):
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+# ---- networks of colour (and grey) pictures, not digits ------------------------------------------
+
+COLOURS = ["red", "green", "blue"]
+
+
+def picture_network(shape=(3, 16, 16), classes=3, seed=0) -> Network:
+    arch = f"conv4x3-pool2-softmax{classes}"
+    return Network.create({"input": list(shape), "layers": parse_arch(arch)}, seed=seed)
+
+
+def picture_client(tmp_path, network: Network, meta: dict, name: str = "pictures.safetensors"):
+    served = tmp_path / "served"
+    served.mkdir(exist_ok=True)
+    network.save(served / name, meta)
+    client = create_app(ServedFolder(served), max_upload=LIMIT).test_client()
+    return client, Network.load(served / name)[0]
+
+
+@pytest.fixture
+def colour(tmp_path):
+    """A client serving an untrained 3×16×16 colour network, and that network as saved."""
+    config = {"data": str(tmp_path / "gone"), "image_size": [16, 16], "split": "standard"}
+    meta = {"dataset": "somewhere", "classes": COLOURS, "config": config}
+    return picture_client(tmp_path, picture_network(), meta)
+
+
+def colour_png(height: int, width: int, seed: int = 0) -> bytes:
+    """A noisy colour picture with a red left half and a blue right half."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 90, (height, width, 3))
+    pixels[:, : width // 2, 0] += 160
+    pixels[:, width // 2 :, 2] += 160
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def prepared(data: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
+    """The input ``cnnlab predict`` gives a network that does not read digits."""
+    with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+        pixels = fit_picture(image, shape[1:], colour=shape[0] == 3)
+    return torch.from_numpy(pixels).float() / 255
+
+
+def test_a_colour_network_is_described_as_not_reading_digits(colour):
+    client, _ = colour
+    described = client.get("/api/network").json
+    assert described["digits"] is False
+    assert described["input"] == [3, 16, 16] and described["classes"] == COLOURS
+    assert np.shape(described["filters"]["weights"]) == (4, 3, 3, 3)
+
+
+def test_an_uploaded_colour_picture_is_prepared_as_picture_folders_are(colour):
+    client, network = colour
+    for height, width in [(40, 24), (9, 50), (16, 16)]:
+        data = colour_png(height, width, seed=height)
+        answer = upload(client, data, checkpoint="pictures.safetensors", name="photo.png").json
+        expected = prepared(data, (3, 16, 16))
+        assert np.shape(answer["input"]) == (16, 16, 3)
+        np.testing.assert_allclose(answer["input"], expected.permute(1, 2, 0), atol=1e-4)
+        wanted = probabilities(network, expected[None])[0]
+        assert len(answer["probabilities"]) == 3
+        np.testing.assert_allclose(answer["probabilities"], wanted, atol=1e-5)
+        assert answer["label"] == COLOURS[int(wanted.argmax())]
+        assert [s["shape"] for s in answer["stages"]] == [[4, 14, 14], [4, 7, 7], [3]]
+
+
+def test_colour_pixels_are_classified_as_the_library_does_and_bad_shapes_refused(colour):
+    client, network = colour
+    x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))
+    pixels = x.permute(1, 2, 0).tolist()
+    answer = client.post("/api/analyze", json={"pixels": pixels}).json
+    np.testing.assert_allclose(answer["input"], pixels, atol=1e-4)
+    np.testing.assert_allclose(
+        answer["probabilities"], probabilities(network, x[None])[0], atol=1e-5
+    )
+    for wrong in ([[0.5] * 16] * 16, [[[0.5] * 4] * 16] * 16, [[[0.5] * 3] * 15] * 16,
+                  [[0.0] * 28] * 28, [[[0.5, 0.5, None]] * 16] * 16, "red"):  # fmt: skip
+        response = client.post("/api/analyze", json={"pixels": wrong})
+        assert response.status_code == 400
+        assert "pixels" in response.json["error"] and "16×16×3" in response.json["error"]
+    assert "16×16×3" in client.post("/api/analyze", data="x", content_type="text/plain").json[
+        "error"
+    ]
+    for body in (b"hello", b"GIF89a" + bytes(30), b"\x89PNG\r\n\x1a\n" + bytes(100)):
+        response = upload(client, body, checkpoint="pictures.safetensors")
+        assert response.status_code == 400
+        assert "not a readable image" in response.json["error"]
+    assert_still_serving(client)
+
+
+def test_a_grey_picture_network_takes_grey_pictures_as_they_are(tmp_path):
+    meta = {"dataset": "somewhere", "classes": ["a", "b"], "config": {}}
+    client, network = picture_client(tmp_path, picture_network((1, 12, 20), 2), meta)
+    assert client.get("/api/network").json["digits"] is False
+    data = colour_png(30, 30)
+    answer = upload(client, data, checkpoint="pictures.safetensors").json
+    expected = prepared(data, (1, 12, 20))
+    assert np.shape(answer["input"]) == (12, 20)
+    np.testing.assert_allclose(answer["input"], expected[0], atol=1e-4)
+    np.testing.assert_allclose(
+        answer["probabilities"], probabilities(network, expected[None])[0], atol=1e-5
+    )
+    pixels = expected[0].tolist()
+    assert client.post("/api/analyze", json={"pixels": pixels}).json["input"] == answer["input"]
+    response = client.post("/api/analyze", json={"pixels": [[0.5] * 12] * 20})
+    assert response.status_code == 400 and "12×20" in response.json["error"]
+
+
+def test_samples_of_a_picture_folder_are_colour_test_pictures(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "pictures"
+    rng = np.random.default_rng(0)
+    for name, channel in [("green", 1), ("red", 0)]:
+        (folder / name).mkdir(parents=True)
+        for index in range(10):
+            pixels = rng.integers(0, 60, (16, 16, 3))
+            pixels[..., channel] += 190
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / name / f"{index}.png")
+    config = {"data": str(folder), "image_size": [16, 16], "test_fraction": 0.2,
+              "dataset": "mnist", "split": "standard"}  # fmt: skip
+    meta = {"dataset": str(folder), "classes": ["green", "red"], "config": config}
+    client, _ = picture_client(tmp_path, picture_network(classes=2), meta)
+    answer = client.get("/api/samples?count=4&seed=1").json
+    assert answer["dataset"] == str(folder) and sorted(answer["indices"]) == [0, 1, 2, 3]
+    assert sorted(answer["labels"]) == ["green", "green", "red", "red"]
+    for label, pixels in zip(answer["labels"], answer["pixels"]):
+        pixels = np.array(pixels)
+        assert pixels.shape == (16, 16, 3) and 0 <= pixels.min() and pixels.max() <= 1
+        means = pixels.mean(axis=(0, 1))
+        assert means.argmax() == {"red": 0, "green": 1}[label]
+        sample = client.post("/api/analyze", json={"pixels": pixels.tolist()})
+        assert sample.status_code == 200 and len(sample.json["probabilities"]) == 2
+    assert client.get("/api/samples?count=4&seed=1").json == answer
+    shutil.rmtree(folder)
+    response = client.get("/api/samples?count=4")
+    assert response.status_code == 404 and "no longer exists" in response.json["error"]
+
+
+def test_samples_are_refused_when_the_data_is_not_here(colour, tmp_path, monkeypatch):
+    client, _ = colour
+    response = client.get("/api/samples")  # trained on a folder that is gone
+    assert response.status_code == 404 and "no longer exists" in response.json["error"]
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "empty-cache"))
+    meta = {"dataset": "cifar10", "classes": COLOURS, "config": {"dataset": "cifar10"}}
+    picture_network(shape=(3, 32, 32)).save(tmp_path / "served" / "cifar.safetensors", meta)
+    response = client.get("/api/samples?checkpoint=cifar.safetensors")
+    assert response.status_code == 404
+    assert "cnnlab data fetch cifar10" in response.json["error"]

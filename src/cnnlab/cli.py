@@ -67,7 +67,11 @@ def _size(text: str) -> list[int]:
 DATA_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     (
         "--dataset",
-        {"choices": datasets.DATASETS, "help": "a built-in data set (default mnist)"},
+        {
+            "choices": datasets.DATASETS,
+            "help": "a built-in data set (default mnist): "
+            + "; ".join(f"{b.name}, {b.description}" for b in datasets.BUILTINS.values()),
+        },
     ),
     (
         "--data",
@@ -179,8 +183,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--preset",
-        help="a named network with its settings (default: fast for MNIST, fashion, cifar10,"
-        " pictures for --data)",
+        help="a named network with its settings (default: one tuned for the data: fast for"
+        " MNIST, fashion for Fashion-MNIST, cifar10 for CIFAR, pictures for --data)",
     )
     which.add_argument("--arch", metavar="SPEC", help="a network in the short form")
     for flag, options in TRAIN_OPTIONS:
@@ -198,8 +202,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "train",
         help="train a network and report its test accuracy",
-        description="Train a network on MNIST (or Fashion-MNIST) with mini-batch SGD. The last"
-        " line printed is the test accuracy at the epoch of best validation accuracy.",
+        description="Train a network with mini-batch SGD on MNIST, another built-in data set"
+        " (--dataset) or a folder of your own pictures (--data). The last line printed is the"
+        " test accuracy at the epoch of best validation accuracy.",
         epilog=f"presets:\n{presets}\n\n--arch, the short form of a network:\n\n{ARCH_HELP}\n"
         "With --arch and no --preset, settings start from the chapter's: SGD, mini-batch 10,"
         " η = 0.1, 10 epochs, the nielsen split.",
@@ -439,6 +444,12 @@ def _checkpoint(path: str) -> Path:
 def _saved_data(meta: dict[str, Any], network: Network, args: argparse.Namespace) -> Any:
     """The data a saved network was trained on (or the one the arguments name instead)."""
     config = TrainConfig.from_dict(meta.get("config", {}))
+    trained_on = meta.get("dataset")  # what fit() saw, even if the config did not say it
+    if config.data is None and isinstance(trained_on, str):
+        if trained_on in datasets.DATASETS:
+            config.dataset = trained_on
+        elif Path(trained_on).is_dir():
+            config.data = trained_on
     if getattr(args, "dataset", None) is not None:
         config.dataset, config.data = args.dataset, None
     if getattr(args, "data", None) is not None:

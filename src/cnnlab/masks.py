@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from .errors import CnnlabError
+from .images import PICTURE_ERRORS, is_colour, levels, open_picture
 
 MAX_MASK = 31
 SCALINGS = ("auto", "clip", "abs", "signed")
-DEEP_GREY = ("I", "I;16", "I;16B", "I;16L", "F")  # image modes with more than 8 bits of grey
 
 
 @dataclass(frozen=True)
@@ -152,19 +152,12 @@ def to_display(response: Tensor, mask: Tensor, scaling: str = "auto") -> np.ndar
 
 def read_image(path: str | Path, grey: bool = False) -> Tensor:
     """An image file as a float (channels, height, width) tensor of 0…255: grey or RGB."""
-    try:
-        with Image.open(path) as image:
-            if image.mode in DEEP_GREY:  # 16-bit or float grey: its own range, scaled to 0…255
-                pixels = np.asarray(image, dtype=np.float32)
-                pixels = pixels * (255 / pixels.max()) if pixels.max() > 255 else pixels
-            else:
-                keep_grey = grey or image.mode in ("1", "L", "LA")
-                pixels = np.asarray(image.convert("L" if keep_grey else "RGB"), dtype=np.float32)
-    except FileNotFoundError:
-        raise CnnlabError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise CnnlabError(f"{path}: not a readable image ({exc})") from None
-    tensor = torch.from_numpy(pixels)
+    with open_picture(path) as image:
+        try:
+            pixels = np.asarray(levels(image, colour=is_colour(image) and not grey), np.float32)
+        except PICTURE_ERRORS as exc:
+            raise CnnlabError(f"{path}: damaged picture ({exc})") from None
+    tensor = torch.from_numpy(pixels.copy())
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
 
 

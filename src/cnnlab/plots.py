@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -94,6 +95,16 @@ def _show_values(ax: Axes, image: np.ndarray, signed: bool | None = None) -> Any
     shown = ax.imshow(image, cmap=_blank_gaps(cmap), vmin=low, vmax=high, interpolation="nearest")
     _bare(ax)
     return shown
+
+
+def _show_picture(ax: Axes, image: Tensor) -> None:
+    """An input picture (depth, height, width), uint8 or in [0, 1]: in colour if it has three
+    channels, else as dark ink on white (how digits are drawn)."""
+    pixels = image.float() / (255 if image.dtype == torch.uint8 else 1)
+    if len(pixels) == 3:
+        ax.imshow(pixels.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    else:
+        ax.imshow(pixels[0].numpy(), cmap=DIGIT_CMAP, vmin=0, vmax=1, interpolation="nearest")
 
 
 # ---- filters ------------------------------------------------------------------------------
@@ -202,7 +213,7 @@ def maps_figure(
     figure = _figure(12, 1.0 + sum(rows))
     panels = figure.subfigures(len(rows), 1, height_ratios=rows)
     top = panels[0].subplots(1, 2, width_ratios=[1, 2])
-    top[0].imshow(image[0].numpy(), cmap=DIGIT_CMAP, vmin=0, vmax=1, interpolation="nearest")
+    _show_picture(top[0], image)
     _bare(top[0])
     top[0].set_title("input " + "×".join(str(s) for s in image.shape[1:]), fontsize=10)
     _draw_probabilities(top[1], values[-1], classes)
@@ -228,7 +239,7 @@ def mistakes_figure(found: Mistakes, classes: list[str], title: str) -> Figure:
         ax.axis("off")
     for ax, image, truth, guess in zip(axes, found.images, found.labels, found.predicted):
         ax.axis("on")
-        ax.imshow(image[0].numpy(), cmap=DIGIT_CMAP, interpolation="nearest")
+        _show_picture(ax, image)
         _bare(ax)
         for y, label, align, colour in ((1.0, truth, "top", "tab:green"),
                                         (0.0, guess, "bottom", "tab:red")):  # fmt: skip

@@ -42,54 +42,29 @@ def _cifar_sources(name: str) -> list[tuple[str, Callable[[], Arrays]]]:
     return [(f"download from {cifar.URL}{cifar.FORMATS[name].archive}", download)]
 
 
-_MNIST_HINT = "Download the four IDX files yourself and run `cnnlab data fetch {name} --from DIR`"
-_CIFAR_HINT = (
-    "Download {archive} from the data set's page yourself and run"
-    " `cnnlab data fetch {name} --from FILE`"
-)
+def _mnist_family(name: str, description: str) -> Builtin:
+    """60,000 + 10,000 pictures of 28×28 grey in four IDX files."""
+    hint = f"Download the four IDX files yourself and run `cnnlab data fetch {name} --from DIR`"
+    classes = tuple(mnist.CLASS_NAMES[name])
+    return Builtin(name, description, classes, 10_000, True, mnist.read_from, mnist.sources, hint)
+
+
+def _cifar(name: str, description: str) -> Builtin:
+    """50,000 + 10,000 colour pictures of 32×32 in the publisher's binary archive."""
+    hint = (
+        f"Download {cifar.FORMATS[name].archive} from the data set's page yourself and run"
+        f" `cnnlab data fetch {name} --from FILE`"
+    )
+    return Builtin(name, description, (), 5_000, False, cifar.read_from, _cifar_sources, hint)
+
+
 BUILTINS = {
     b.name: b
     for b in [
-        Builtin(
-            "mnist",
-            "handwritten digits, 28×28 grey",
-            tuple(mnist.CLASS_NAMES["mnist"]),
-            10_000,
-            True,
-            mnist.read_from,
-            mnist.sources,
-            _MNIST_HINT,
-        ),
-        Builtin(
-            "fashion-mnist",
-            "Zalando's clothing pictures, 28×28 grey",
-            tuple(mnist.CLASS_NAMES["fashion-mnist"]),
-            10_000,
-            True,
-            mnist.read_from,
-            mnist.sources,
-            _MNIST_HINT,
-        ),
-        Builtin(
-            "cifar10",
-            "10 classes of small photographs, 32×32 colour",
-            (),
-            5_000,
-            False,
-            cifar.read_from,
-            _cifar_sources,
-            _CIFAR_HINT.format(archive=cifar.FORMATS["cifar10"].archive, name="cifar10"),
-        ),
-        Builtin(
-            "cifar100",
-            "100 classes of small photographs, 32×32 colour",
-            (),
-            5_000,
-            False,
-            cifar.read_from,
-            _cifar_sources,
-            _CIFAR_HINT.format(archive=cifar.FORMATS["cifar100"].archive, name="cifar100"),
-        ),
+        _mnist_family("mnist", "handwritten digits, 28×28 grey"),
+        _mnist_family("fashion-mnist", "Zalando's clothing pictures, 28×28 grey"),
+        _cifar("cifar10", "10 classes of small photographs, 32×32 colour"),
+        _cifar("cifar100", "100 classes of small photographs, 32×32 colour"),
     ]
 }
 DATASETS = tuple(BUILTINS)
@@ -130,8 +105,7 @@ def fetch(
         write_arrays(name, arrays, source)
         log(f"cached {name} in {cache_path(name)}")
         return arrays, source
-    hint = builtin.offline_hint.format(name=name)
-    raise DataError(f"could not get {name}: " + "; ".join(problems) + f". {hint}")
+    raise DataError(f"could not get {name}: " + "; ".join(problems) + f". {builtin.offline_hint}")
 
 
 def load_builtin(name: str, log: Callable[[str], None] = lambda message: None) -> Dataset:

@@ -9,7 +9,9 @@ The API is documented in docs/explorer.md.
 from __future__ import annotations
 
 import io
+import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +25,18 @@ from werkzeug.exceptions import HTTPException
 from .. import data as datasets
 from .. import probe
 from ..arch import format_arch
+from ..config import TrainConfig
 from ..data import Part
 from ..errors import CnnlabError
-from ..images import grey_levels, mnist_style
+from ..images import FORMATS, fit_picture, grey_levels, mnist_style
 from ..network import Network
-from ..predict import class_names
+from ..predict import class_names, reads_digits
 from .folder import NotServed, ServedFolder
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 2 * 1024 * 1024  # bytes of one request body
 MAX_PIXELS = 4096 * 4096  # of an uploaded image, so a small file cannot decode to gigabytes
 MAX_SAMPLES = 100
-INPUT = (1, 28, 28)
 
 
 def _numbers(values: Tensor, digits: int = 4) -> Any:
@@ -42,36 +44,76 @@ def _numbers(values: Tensor, digits: int = 4) -> Any:
     return np.round(values.detach().double().numpy(), digits).tolist()
 
 
-def decode_upload(data: bytes) -> np.ndarray:
-    """Grey levels (0…255) of an uploaded image file; CnnlabError if it is none."""
+def _read_upload(
+    data: bytes, read: Callable[[Image.Image], np.ndarray], formats: tuple[str, ...] | None = None
+) -> np.ndarray:
+    """``read`` applied to an uploaded image file; CnnlabError if it is none, or too large."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=formats) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise CnnlabError(f"the image has more than {MAX_PIXELS:,} pixels")
-            return grey_levels(image)
+            return read(image)
     except CnnlabError:
         raise
     except Exception:  # PIL's decoders raise many kinds of error on a damaged file
-        raise CnnlabError("the upload is not a readable image (send a PNG or JPEG)") from None
+        raise CnnlabError(
+            "the upload is not a readable image (send a PNG, JPEG, BMP or WebP picture)"
+        ) from None
 
 
-def _pixels_from_json(body: Any) -> np.ndarray:
-    """A 28×28 input given as numbers in [0, 1] (light ink on black, as MNIST)."""
+def decode_upload(data: bytes) -> np.ndarray:
+    """Grey levels (0…255) of an uploaded image file; CnnlabError if it is none."""
+    return _read_upload(data, grey_levels)
+
+
+def decode_picture(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """An uploaded picture as the (depth, height, width) input in [0, 1] of a network taking
+    ``shape``: prepared as picture folders are (``images.fit_picture``), so as ``cnnlab predict``
+    prepares a picture file for a network that does not read digits."""
+    pixels = _read_upload(
+        data, lambda image: fit_picture(image, shape[1:], colour=shape[0] == 3), FORMATS
+    )
+    return pixels.astype(np.float32) / 255
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    depth, height, width = shape
+    return f"{height}×{width}" + ("×3" if depth == 3 else "")
+
+
+def _pixels_from_json(body: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A ready input (depth, height, width) in [0, 1], sent as [H][W] numbers (one-channel
+    networks) or [H][W][3] triples (colour networks)."""
+    depth, height, width = shape
     pixels = body.get("pixels") if isinstance(body, dict) else None
     try:
         array = np.asarray(pixels, dtype=np.float32)
     except (TypeError, ValueError):
         array = np.empty(0)
-    if array.shape != INPUT[1:] or not np.isfinite(array).all():
-        raise CnnlabError('send {"pixels": 28 rows of 28 numbers in [0, 1]}')
-    return np.clip(array, 0, 1)
-
-
-def _network_input(network: Network) -> None:
-    if network.input_shape != INPUT:
+    expected = (height, width, 3) if depth == 3 else (height, width)
+    if array.shape != expected or not np.isfinite(array).all():
+        values = "[r, g, b] triples" if depth == 3 else "numbers"
         raise CnnlabError(
-            f"this network takes {network.input_shape} input; the explorer draws 28×28 grey digits"
+            f'send {{"pixels": {height} rows of {width} {values} in [0, 1]}}'
+            f" ({_shape_text(shape)}, the input of this network)"
         )
+    array = np.clip(array, 0, 1)
+    return np.ascontiguousarray(array.transpose(2, 0, 1)) if depth == 3 else array[None]
+
+
+def _check_input(network: Network) -> tuple[int, ...]:
+    """The network's input shape, if the explorer can show it (grey or colour pictures)."""
+    shape = tuple(network.input_shape)
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise CnnlabError(
+            f"this network takes {shape} input; the explorer shows grey or colour pictures"
+        )
+    return shape
+
+
+def _picture(values: Tensor) -> Tensor:
+    """(depth, H, W) values as the page draws them: (H, W) grey, (H, W, 3) colour."""
+    return values[0] if values.shape[0] == 1 else values.permute(1, 2, 0)
 
 
 def _int_arg(name: str, default: int | None = None) -> int:
@@ -83,13 +125,13 @@ def _int_arg(name: str, default: int | None = None) -> int:
 
 
 def analysis(network: Network, meta: dict[str, Any], x: Tensor) -> dict[str, Any]:
-    """What the page shows for one input (1, 28, 28): probabilities and every stage's values."""
+    """What the page shows for one input (depth, H, W): probabilities and every stage's values."""
     outputs = probe.stage_outputs(network, x[None])
     stages = probe.stages(network)
     probabilities = outputs[-1][0]
     best = int(probabilities.argmax())
     return {
-        "input": _numbers(x[0]),
+        "input": _numbers(_picture(x)),
         "probabilities": _numbers(probabilities, 6),
         "predicted": best,
         "label": class_names(network, meta)[best],
@@ -119,6 +161,7 @@ def describe(name: str, network: Network, meta: dict[str, Any]) -> dict[str, Any
         "checkpoint": name,
         "arch": format_arch(network.spec()["layers"]),
         "input": list(network.input_shape),
+        "digits": reads_digits(network, meta),
         "classes": class_names(network, meta),
         "dataset": meta.get("dataset"),
         "epoch": meta.get("epoch"),
@@ -131,22 +174,43 @@ def describe(name: str, network: Network, meta: dict[str, Any]) -> dict[str, Any
     }
 
 
+def training_data(meta: dict[str, Any]) -> TrainConfig:
+    """The settings a checkpoint was trained with (its data set named by ``meta`` if the
+    checkpoint predates saving them)."""
+    values = meta.get("config")
+    if not isinstance(values, dict):
+        dataset = meta.get("dataset")
+        values = {"dataset": dataset} if dataset in datasets.DATASETS else {}
+    return TrainConfig.from_dict(values)
+
+
 class _TestImages:
-    """The test images of each data set, read from the cache once (never downloaded here)."""
+    """The test part of each run's data, read once: a built-in data set from the cache (never
+    downloaded here), a picture folder from its cache (decoded first if need be)."""
 
     def __init__(self) -> None:
         self._parts: dict[str, Part] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> Part:
+    def get(self, config: TrainConfig) -> Part:
+        options = config.data_options()
+        if config.data is not None:
+            if not Path(config.data).is_dir():
+                raise NotServed(
+                    f"no test pictures here: the folder {config.data} this network was trained"
+                    " on no longer exists"
+                )
+        elif (
+            config.dataset not in datasets.DATASETS
+            or not datasets.cache_path(config.dataset).exists()
+        ):
+            name = config.dataset
+            raise NotServed(f"no {name} test images here: run `cnnlab data fetch {name}` first")
+        key = json.dumps(options, sort_keys=True)
         with self._lock:
-            if name not in self._parts:
-                if name not in datasets.DATASETS or not datasets.cache_path(name).exists():
-                    raise NotServed(
-                        f"no {name} test images here: run `cnnlab data fetch {name}` first"
-                    )
-                self._parts[name] = datasets.load_splits(name).test
-            return self._parts[name]
+            if key not in self._parts:
+                self._parts[key] = datasets.load_splits(**options).test
+            return self._parts[key]
 
 
 def create_app(folder: ServedFolder, max_upload: int = MAX_UPLOAD) -> Flask:
@@ -196,17 +260,21 @@ def create_app(folder: ServedFolder, max_upload: int = MAX_UPLOAD) -> Flask:
     @app.post("/api/analyze")
     def analyze() -> Response:
         name, network, meta = folder.network(request.args.get("checkpoint"))
-        _network_input(network)
+        shape = _check_input(network)
         upload = request.files.get("image")
         if upload is not None:
-            x = mnist_style(decode_upload(upload.read()), "the image")
+            if reads_digits(network, meta):
+                x = mnist_style(decode_upload(upload.read()), "the image")[None]
+            else:
+                x = decode_picture(upload.read(), shape)
         elif request.is_json:
-            x = _pixels_from_json(request.get_json(silent=True))
+            x = _pixels_from_json(request.get_json(silent=True), shape)
         else:
             raise CnnlabError(
-                "send an image file (multipart field 'image') or JSON {\"pixels\": 28×28}"
+                "send an image file (multipart field 'image') or JSON"
+                f' {{"pixels": {_shape_text(shape)}}}'
             )
-        return jsonify(checkpoint=name, **analysis(network, meta, torch.from_numpy(x)[None]))
+        return jsonify(checkpoint=name, **analysis(network, meta, torch.from_numpy(x)))
 
     @app.get("/api/receptive-field")
     def receptive_field() -> Response:
@@ -222,16 +290,19 @@ def create_app(folder: ServedFolder, max_upload: int = MAX_UPLOAD) -> Flask:
         count, seed = _int_arg("count", 12), _int_arg("seed", 0)
         if not 1 <= count <= MAX_SAMPLES:
             raise CnnlabError(f"count must be between 1 and {MAX_SAMPLES}")
-        name = meta.get("dataset", "mnist")
-        part = test_images.get(name)
+        config = training_data(meta)
+        part = test_images.get(config)
         generator = torch.Generator().manual_seed(seed % 2**63)
         indices = torch.randperm(len(part), generator=generator)[:count]
-        classes = class_names(network, meta)
+        names = class_names(network, meta)
+        found = [names[i] if i < len(names) else str(i) for i in part.labels[indices].tolist()]
+        images = part.images[indices].float() / 255
+        pictures = images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)
         return jsonify(
-            dataset=name,
+            dataset=config.dataset if config.data is None else config.data,
             indices=indices.tolist(),
-            labels=[classes[i] for i in part.labels[indices].tolist()],
-            pixels=_numbers(part.images[indices, 0].float() / 255, 6),
+            labels=found,
+            pixels=_numbers(pictures, 6),
         )
 
     @app.get("/api/runs")

@@ -2,8 +2,12 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { checkpoint: null, network: null, last: null, busy: false, pending: null, lastRequest: null, field: null };
+const state = {
+  checkpoint: null, network: null, last: null, busy: false, pending: null, lastRequest: null,
+  lastKind: null, field: null, samplesFor: null,
+};
 const MAP_SIZE = 48; // on-screen pixels of a feature map, whatever its resolution
+const INPUT_SIZE = 224; // on-screen pixels of the input's longer side (at most)
 
 // ---- talking to the server --------------------------------------------------------------
 async function api(path, options = {}) {
@@ -41,9 +45,12 @@ function colourScale(min, max) {
 }
 
 const greyInk = (v) => { const g = 255 * (1 - v); return [g, g, g]; }; // dark ink on light
+// A picture as it is: a grey level in [0, 1] (0 black), or an [r, g, b] triple in [0, 1].
+const natural = (v) => (typeof v === "number" ? [255 * v, 255 * v, 255 * v] : v.map((c) => 255 * c));
 
-// Paint a 2-D array onto a canvas, `scale` screen pixels per value.
-function paint(canvas, rows, colour, scale) {
+// Paint a 2-D array onto a canvas, `scale` screen pixels per value. The values are numbers,
+// or [r, g, b] triples; `colour` turns one into [r, g, b] in 0…255 (by default: `natural`).
+function paint(canvas, rows, colour = natural, scale = 1) {
   const h = rows.length, w = rows[0].length;
   const small = new OffscreenCanvas(w, h);
   const image = new ImageData(w, h);
@@ -57,6 +64,52 @@ function paint(canvas, rows, colour, scale) {
   const ctx = canvas.getContext("2d");
   ctx.imageSmoothingEnabled = false;
   ctx.drawImage(small, 0, 0, w * scale, h * scale);
+}
+
+// ---- digits or pictures ---------------------------------------------------------------------
+// A digit network (network.digits) gets the drawing pad and its inputs are drawn as dark ink on
+// light paper; any other network gets an upload and its inputs are drawn as they are.
+const readsDigits = () => !state.network || state.network.digits !== false;
+const pictureColour = () => (readsDigits() ? greyInk : natural);
+const inputSize = () => (state.network ? state.network.input.slice(1) : [28, 28]); // [H, W]
+
+function listOf(names, most = 6) {
+  if (names.length <= most) return names.join(", ");
+  return `${names.slice(0, most).join(", ")} and ${names.length - most} more`;
+}
+
+function setMode(network) {
+  const digits = network.digits !== false;
+  const [depth, h, w] = network.input;
+  const kind = depth === 3 ? "colour" : "grey";
+  $("draw").hidden = $("clear").hidden = !digits;
+  $("pictures-info").hidden = digits;
+  $("pictures-info").textContent = digits ? "" : `This network was trained on ${h}×${w} ${kind}`
+    + ` pictures of ${listOf(network.classes)}; upload a picture (PNG, JPEG, BMP or WebP)`
+    + " to see what it makes of it.";
+  $("draw-title").textContent = digits ? "Draw a digit" : "Upload a picture";
+  $("upload-button").classList.toggle("primary", !digits);
+  $("upload-button").firstChild.textContent = digits ? "Upload image… " : "Upload a picture… ";
+  $("samples-button").textContent = digits ? "Test digits" : "Test pictures";
+  $("samples").setAttribute("aria-label", digits ? "test digits" : "test pictures");
+  $("input-caption").textContent = digits ? "input: 28×28, preprocessed as MNIST was"
+    : `input: ${h}×${w} ${kind}, resized and centre-cropped as the training pictures were`;
+  const input = $("input");
+  const scale = Math.max(1, Math.floor(INPUT_SIZE / Math.max(h, w)));
+  input.width = w * scale;
+  input.height = h * scale;
+}
+
+// In picture mode the picture sent is shown in place of the pad, whole, on a light ground.
+function showPreview(source, width, height, smooth) {
+  const preview = $("preview");
+  const ctx = preview.getContext("2d");
+  ctx.clearRect(0, 0, preview.width, preview.height);
+  const scale = Math.min(preview.width / width, preview.height / height);
+  const w = width * scale, h = height * scale;
+  ctx.imageSmoothingEnabled = smooth;
+  ctx.drawImage(source, (preview.width - w) / 2, (preview.height - h) / 2, w, h);
+  preview.hidden = false;
 }
 
 // ---- the drawing canvas -------------------------------------------------------------------
@@ -103,7 +156,7 @@ function stroke(from, to) {
   pen.moveTo(...from);
   pen.lineTo(...to);
   pen.stroke();
-  analyse(() => new Promise((done) => pad.toBlob(done)).then(imageRequest));
+  analyse(() => new Promise((done) => pad.toBlob(done)).then(imageRequest), "drawing");
 }
 
 function imageRequest(blob) {
@@ -113,8 +166,10 @@ function imageRequest(blob) {
 }
 
 // One request at a time; while it runs, only the newest input waits (drawing stays smooth).
-function analyse(makeRequest) {
+// `kind` says where the input came from: "drawing", "upload" or "sample".
+function analyse(makeRequest, kind) {
   state.pending = state.lastRequest = makeRequest;
+  state.lastKind = kind;
   if (!state.busy) next();
 }
 
@@ -143,7 +198,7 @@ async function next() {
 
 $("clear").addEventListener("click", () => {
   clearPad();
-  state.last = state.lastRequest = state.pending = null;
+  state.last = state.lastRequest = state.pending = state.lastKind = null;
   showAnalysis(null);
 });
 
@@ -153,17 +208,23 @@ $("upload").addEventListener("change", async (event) => {
   event.target.value = "";
   try {
     const bitmap = await createImageBitmap(file);
-    clearPad();
-    const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
-    const w = bitmap.width * scale, h = bitmap.height * scale;
-    pen.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    if (readsDigits()) {
+      clearPad();
+      const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
+      const w = bitmap.width * scale, h = bitmap.height * scale;
+      pen.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    } else {
+      showPreview(bitmap, bitmap.width, bitmap.height, true);
+    }
   } catch {
-    clearPad(); // the browser cannot show it; the server will say what is wrong
+    // the browser cannot show it; the server will say what is wrong
+    if (readsDigits()) clearPad();
+    else $("preview").hidden = true;
   }
-  analyse(() => imageRequest(file));
+  analyse(() => imageRequest(file), "upload");
 });
 
-// ---- test digits ----------------------------------------------------------------------------
+// ---- test digits, or test pictures ----------------------------------------------------------
 $("samples-button").addEventListener("click", loadSamples);
 
 async function loadSamples() {
@@ -172,13 +233,15 @@ async function loadSamples() {
     const samples = await api(`/api/samples?${query({ count: 12, seed })}`);
     const box = $("samples");
     box.replaceChildren();
+    state.samplesFor = samplesKey(state.network);
     samples.pixels.forEach((pixels, i) => {
       const figure = document.createElement("figure");
       const canvas = document.createElement("canvas");
-      paint(canvas, pixels, greyInk, 1);
+      paint(canvas, pixels, pictureColour(), 1);
       const caption = document.createElement("figcaption");
       caption.textContent = samples.labels[i];
-      figure.title = `test image ${samples.indices[i]}, labelled ${samples.labels[i]}`;
+      const what = readsDigits() ? "image" : "picture";
+      figure.title = `test ${what} ${samples.indices[i]}, labelled ${samples.labels[i]}`;
       figure.append(canvas, caption);
       figure.addEventListener("click", () => showSample(pixels));
       box.append(figure);
@@ -188,17 +251,24 @@ async function loadSamples() {
   }
 }
 
+// The samples shown belong to a data set and an input shape; another network clears them.
+const samplesKey = (network) => JSON.stringify([network.input, network.dataset, network.digits]);
+
 function showSample(pixels) {
-  clearPad();
   const picture = document.createElement("canvas");
-  paint(picture, pixels, greyInk, 1);
-  pen.imageSmoothingEnabled = true;
-  pen.drawImage(picture, 0, 0, pad.width, pad.height);
+  paint(picture, pixels, pictureColour(), 1);
+  if (readsDigits()) {
+    clearPad();
+    pen.imageSmoothingEnabled = true;
+    pen.drawImage(picture, 0, 0, pad.width, pad.height);
+  } else {
+    showPreview(picture, picture.width, picture.height, false);
+  }
   analyse(() => ({
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ pixels }),
-  }));
+  }), "sample");
 }
 
 // ---- the answer: input, probabilities, feature maps -------------------------------------------
@@ -211,7 +281,8 @@ function showAnalysis(result) {
     document.querySelectorAll(".stage canvas").forEach((c) => c.getContext("2d").clearRect(0, 0, c.width, c.height));
     return;
   }
-  paint(input, result.input, greyInk, 8);
+  const [h, w] = inputSize();
+  paint(input, result.input, pictureColour(), Math.max(1, Math.floor(INPUT_SIZE / Math.max(h, w))));
   $("prediction").textContent = result.label;
   const list = $("probabilities");
   list.replaceChildren(...result.probabilities.map((p, i) => {
@@ -307,11 +378,15 @@ async function pickUnit(event, stage, map) {
 function showField(field) {
   const input = $("input");
   const ctx = input.getContext("2d");
-  const s = input.width / 28;
-  ctx.strokeStyle = "#e8710a";
-  ctx.lineWidth = 3;
-  ctx.strokeRect(field.left * s + 1.5, field.top * s + 1.5,
-    (field.right - field.left + 1) * s - 3, (field.bottom - field.top + 1) * s - 3);
+  const [h0, w0] = inputSize();
+  const sy = input.height / h0, sx = input.width / w0;
+  const left = field.left * sx, top = field.top * sy;
+  const width = (field.right - field.left + 1) * sx, height = (field.bottom - field.top + 1) * sy;
+  for (const [colour, line] of [["#fff", 5], ["#e8710a", 3]]) { // visible on any picture
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = line;
+    ctx.strokeRect(left + 1.5, top + 1.5, Math.max(1, width - 3), Math.max(1, height - 3));
+  }
   const stage = state.network.stages[field.stage];
   const h = field.bottom - field.top + 1, w = field.right - field.left + 1;
   $("field-info").textContent = `Unit (${field.row}, ${field.col}) of map ${field.map + 1} in`
@@ -353,8 +428,22 @@ async function useCheckpoint(name) {
   const listing = await api("/api/checkpoints");
   state.modified = listing.checkpoints.find((c) => c.name === name)?.modified;
   const network = await api(`/api/network?${query({})}`);
+  const inputKey = (n) => JSON.stringify([n.input, n.digits]);
+  const sameInput = state.network && inputKey(state.network) === inputKey(network);
   state.network = network;
   state.field = null;
+  setMode(network);
+  if (state.samplesFor !== samplesKey(network)) {
+    $("samples").replaceChildren(); // test images of another data set
+    state.samplesFor = null;
+  }
+  if (!sameInput) {
+    $("preview").hidden = true;
+    if (state.lastKind !== "upload") { // a drawing or a sample fits only its own input
+      state.lastRequest = state.lastKind = null;
+      clearPad();
+    }
+  }
   const accuracy = network.test_accuracy == null ? "" : ` · test ${(100 * network.test_accuracy).toFixed(2)}%`;
   const epoch = network.epoch == null ? "" : ` (epoch ${network.epoch})`;
   $("network-info").textContent = `${network.arch}${accuracy}${epoch}`;
@@ -371,6 +460,10 @@ function showFilters(filters) {
   const box = $("filters");
   box.replaceChildren();
   if (!filters) { box.textContent = "This network has no convolutional layer."; return; }
+  $("filters-hint").textContent = filters.shape[1] === 3
+    ? "Shared weights of each feature map as a colour patch: grey = 0, more red, green or blue"
+      + " = a larger weight on that channel."
+    : "Shared weights of each feature map: darker = larger weight.";
   const all = filters.weights.flat(3);
   const bound = Math.max(...all.map(Math.abs)) || 1;
   const size = filters.shape[2];
