@@ -44,12 +44,11 @@ def _numbers(values: Tensor, digits: int = 4) -> Any:
     return np.round(values.detach().double().numpy(), digits).tolist()
 
 
-def _read_upload(
-    data: bytes, read: Callable[[Image.Image], np.ndarray], formats: tuple[str, ...] | None = None
-) -> np.ndarray:
-    """``read`` applied to an uploaded image file; CnnlabError if it is none, or too large."""
+def _read_upload(data: bytes, read: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """``read`` applied to an uploaded picture (the formats cnnlab reads); CnnlabError if it is
+    none, or too large."""
     try:
-        with Image.open(io.BytesIO(data), formats=formats) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise CnnlabError(f"the image has more than {MAX_PIXELS:,} pixels")
             return read(image)
@@ -70,9 +69,7 @@ def decode_picture(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     """An uploaded picture as the (depth, height, width) input in [0, 1] of a network taking
     ``shape``: prepared as picture folders are (``images.fit_picture``), so as ``cnnlab predict``
     prepares a picture file for a network that does not read digits."""
-    pixels = _read_upload(
-        data, lambda image: fit_picture(image, shape[1:], colour=shape[0] == 3), FORMATS
-    )
+    pixels = _read_upload(data, lambda image: fit_picture(image, shape[1:], colour=shape[0] == 3))
     return pixels.astype(np.float32) / 255
 
 
