@@ -151,3 +151,16 @@ def test_a_colour_network_trained_through_the_python_api_evaluates_from_the_cli(
     status, text, err = run(capsys, "evaluate", tmp_path / "api")
     assert status == 0, err
     assert f"({root}, 48 images)" in text
+
+
+def test_an_ensemble_of_colour_networks_trains_and_votes(capsys, colour_run, tmp_path):
+    root, _, _ = colour_run
+    status, text, err = run(capsys, "ensemble", "train", "--data", root, "--arch", ARCH,
+                            "--members", 2, "--processes", 1, "--epochs", 1, "--batch-size", 16,
+                            "--lr", 0.05, "--split", "standard", "--validation", 0,
+                            "--out", tmp_path / "ens")  # fmt: skip
+    assert status == 0, err
+    assert text.splitlines()[-1].startswith("majority vote: test accuracy")
+    status, again, err = run(capsys, "ensemble", "evaluate", tmp_path / "ens")
+    assert status == 0, err
+    assert again.splitlines()[-4:] == text.splitlines()[-4:]

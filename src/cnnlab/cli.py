@@ -452,10 +452,8 @@ def _saved_data(meta: dict[str, Any], network: Network, args: argparse.Namespace
             config.data = trained_on
     if getattr(args, "dataset", None) is not None:
         config.dataset, config.data = args.dataset, None
-    if getattr(args, "data", None) is not None:
-        config.data = args.data
-    if config.data is not None:  # pictures prepared at the size the network takes
-        config.image_size = list(network.input_shape[1:])
+    if getattr(args, "data", None) is not None:  # another folder: at the size the network takes
+        config.data, config.image_size = args.data, list(network.input_shape[1:])
     data = datasets.load_splits(**config.data_options(), log=_info, progress=sys.stderr.isatty())
     if data.input_shape != network.input_shape or len(data.classes) != network.classes:
         raise CnnlabError(

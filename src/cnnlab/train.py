@@ -137,7 +137,7 @@ def _batches(
             yield x[start : start + batch_size], y[start : start + batch_size]
         else:
             index = order[start : start + batch_size]
-            yield x[index], y[index]
+            yield x[index.to(x.device)], y[index]
 
 
 # ---- the loop -----------------------------------------------------------------------------
