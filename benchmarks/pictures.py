@@ -2,6 +2,7 @@
 
     python benchmarks/pictures.py                      # cifar10, 3 rounds of 2,048 pictures
     python benchmarks/pictures.py --preset pictures --images 4096 --rounds 5
+    python benchmarks/pictures.py --threads 1
 
 CIFAR-10 itself cannot be fetched on every machine, and throughput does not
 depend on what the pictures show, so the pictures here are random 3×32×32
@@ -41,7 +42,10 @@ def main() -> None:
     parser.add_argument("--preset", default="cifar10")
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch threads (default: one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)
     config = TrainConfig.from_dict({**preset.settings, "epochs": 1, "tta": "none"}).check()
     data = random_pictures(args.images)

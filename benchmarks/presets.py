@@ -3,6 +3,7 @@
     python benchmarks/presets.py fast --seeds 5
     python benchmarks/presets.py conv2-relu            # the chapter's settings: 60 epochs
     python benchmarks/presets.py conv2-relu --faithful
+    python benchmarks/presets.py fashion --seeds 3
 
 For each preset and seed it trains with the preset's own settings (the chapter's
 for the chapter's rows) and prints the test accuracy at the best-validation
@@ -20,9 +21,10 @@ import time
 
 import torch
 
+from cnnlab.config import TrainConfig
 from cnnlab.data import load_splits
 from cnnlab.presets import get_preset
-from cnnlab.train import TrainConfig, fit, new_network
+from cnnlab.train import fit, network_spec, new_network
 
 
 def run(name: str, seed: int, faithful: bool, epochs: int | None) -> dict:
@@ -31,8 +33,8 @@ def run(name: str, seed: int, faithful: bool, epochs: int | None) -> dict:
     if epochs is not None:
         settings["epochs"] = epochs
     config = TrainConfig.from_dict(settings)
-    data = load_splits(config.dataset, config.split, config.validation)
-    network = new_network(preset.spec(), config)
+    data = load_splits(**config.data_options())
+    network = new_network(network_spec(preset.layers(), data, config, fit_output=True), config)
     started = time.perf_counter()
     result = fit(network, data, config, progress=False, log=lambda line: None)
     wall = time.perf_counter() - started
@@ -62,7 +64,8 @@ def main() -> None:
         secs = [r["train_seconds"] for r in rows if r["preset"] == name]
         published = get_preset(name).published
         print(
-            f"{name:<12} median test {statistics.median(accs):.2%} (range {min(accs):.2%}–"
+            f"{name:<12} median test {statistics.median(accs):.2%},"
+            f" mean {statistics.fmean(accs):.2%} (range {min(accs):.2%}–"
             f"{max(accs):.2%}), median training {statistics.median(secs):.1f} s over"
             f" {len(accs)} seeds" + (f"; published {published:.2%}" if published else "")
         )
