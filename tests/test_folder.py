@@ -107,7 +107,8 @@ def test_unreadable_files_are_skipped_and_counted_not_fatal(tmp_path):
     (root / "blue" / "notes.txt").write_text("not a picture, not counted as one")
     dataset = data.open_dataset(data=root)
     assert len(dataset.train) + len(dataset.test) == 12
-    assert any("2 pictures skipped" in note for note in dataset.notes)
+    assert "pictures skipped, unreadable: 2" in dataset.notes
+    assert any("broken.png" in note for note in dataset.notes)
 
 
 @pytest.mark.parametrize(

@@ -156,15 +156,15 @@ PRESETS = {
             "pictures",
             PICTURES_ARCH,
             "your own pictures (--data DIR): the cifar10 recipe over 30 epochs in mini-batches of"
-            " 64, a tenth of the training pictures held out for validation",
+            " 32, a tenth of the training pictures held out for validation",
             settings={
                 **PICTURES_RECIPE,
                 "split": "standard",
                 "validation": None,
                 "epochs": 30,
-                "batch_size": 64,
-                "lr": 0.05,
-                "l2": 5.0,
+                "batch_size": 32,
+                "lr": 0.02,
+                "l2": 0.0,  # λ·m/n would decay a small folder's weights far too fast
             },
         ),
         Preset(

@@ -275,7 +275,10 @@ def fit(
     train = expand(data.train, config.seed) if config.expand else data.train
     steps_per_epoch = len(train) // config.batch_size
     if steps_per_epoch == 0:
-        raise CnnlabError(f"{len(train)} training images make no mini-batch of {config.batch_size}")
+        raise CnnlabError(
+            f"{len(train)} training images make no mini-batch of {config.batch_size}:"
+            f" use --batch-size {len(train)} or less"
+        )
     if config.batch_size == 1 and any(isinstance(m, BatchNorm) for m in network.modules()):
         raise CnnlabError("batch normalisation needs mini-batches of 2 or more: raise --batch-size")
     network.to(device).use_channels_last(config.channels_last)

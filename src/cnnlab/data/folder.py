@@ -315,8 +315,26 @@ def cached_folder(
         shutil.rmtree(tmp, ignore_errors=True)
     if manifest["skipped"]:
         skipped = manifest["skipped"]
-        log(f"skipped {len(skipped):,} pictures that could not be read, e.g. {skipped[0]}")
+        log(f"pictures skipped, unreadable: {len(skipped):,} (e.g. {skipped[0]})")
     return folder, manifest
+
+
+def _notes(manifest: dict) -> list[str]:
+    """What `cnnlab data info` says about a folder beyond its counts."""
+    sizes = list(manifest["sizes"].items())
+    shown = ", ".join(f"{size} ({count:,})" for size, count in sizes[:5])
+    more = f" and {len(sizes) - 5} more" if len(sizes) > 5 else ""
+    notes = [f"sizes found (height×width): {shown}{more}"]
+    if manifest["ignored"]:
+        notes.append(
+            f"other files ignored (not PNG, JPEG, BMP or WebP by name): {manifest['ignored']:,}"
+        )
+    skipped = manifest["skipped"]
+    if skipped:
+        notes.append(f"pictures skipped, unreadable: {len(skipped):,}")
+        notes += [f"  {why}" for why in skipped[:10]]
+        notes += [f"  … and {len(skipped) - 10:,} more"] * (len(skipped) > 10)
+    return notes
 
 
 def _part(folder: Path, name: str) -> Part:
@@ -351,9 +369,7 @@ def load_folder(
         if "test" not in parts:
             raise DataError(f"{root}: a train/ folder needs a test/ folder beside it")
         test = _part(folder, "test")
-    notes = [f"{len(manifest['skipped']):,} pictures skipped (unreadable)"] * bool(
-        manifest["skipped"]
-    )
+    notes = _notes(manifest)
     return Dataset(
         name=str(root),
         classes=manifest["classes"],
