@@ -2,7 +2,9 @@
 
 from .layers import BatchNorm, Conv, ConvPool, FullyConnected, LocallyConnected, Pool, Softmax
 from .network import Network
-from .train import TrainConfig, TrainResult, fit
+from .config import TrainConfig
+from .runs import TrainResult
+from .train import fit
 
 __all__ = [
     "BatchNorm",
