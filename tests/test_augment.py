@@ -136,3 +136,15 @@ def test_augmentations_are_named_in_a_list_and_apply_in_a_fixed_order():
     a = augmenter("crop,flip")(x)
     torch.manual_seed(1)
     assert torch.equal(a, random_flip(random_crop(x)))
+
+
+def test_no_digit_preset_flips_its_pictures():
+    from cnnlab.augment import augmentation_names
+    from cnnlab.presets import PRESETS
+
+    digits = [p for p in PRESETS.values() if p.settings.get("dataset", "mnist") == "mnist"]
+    assert {"fast", "best", "conv2"} <= {p.name for p in digits}
+    for preset in digits:
+        if preset.name == "pictures":  # a user's folder: flips are the user's call
+            continue
+        assert "flip" not in augmentation_names(preset.settings.get("augment", "none"))

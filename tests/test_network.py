@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cnnlab.arch import parse_arch
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, SpecError
 from cnnlab.network import Network
 from cnnlab.presets import PRESETS
 
@@ -95,3 +95,24 @@ def test_network3_dropout_scales_at_test_time_and_inverted_dropout_while_trainin
         assert fc(x).mean().item() / 4 == pytest.approx(train_mean, rel=0.05)
         network.eval()
         assert fc(x).mean().item() / 4 == pytest.approx(0.5 if style == "network3" else 1.0)
+
+
+def test_a_spec_with_normalisation_standardises_each_channel_before_the_first_layer():
+    layers = parse_arch("conv4x3-softmax2")
+    stats = {"mean": [0.5, 0.25, 0.1], "std": [0.2, 0.1, 0.05]}
+    plain = Network.create({"input": [3, 6, 6], "layers": layers}, seed=3)
+    normalised = Network.create({"input": [3, 6, 6], "layers": layers, "normalize": stats}, seed=3)
+    assert normalised.spec()["normalize"] == stats
+    assert set(normalised.state_dict()) == set(plain.state_dict())  # kept in the spec, not weights
+    x = torch.rand(2, 3, 6, 6)
+    mean, std = torch.tensor(stats["mean"]).view(3, 1, 1), torch.tensor(stats["std"]).view(3, 1, 1)
+    assert torch.allclose(normalised(x), plain((x - mean) / std), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "normalize",
+    [{"mean": [0.5], "std": [0.0]}, {"mean": [0.5, 0.5], "std": [1, 1]}, {"mean": 1}, [1, 2]],
+)
+def test_bad_normalisation_in_a_spec_is_a_spec_error(normalize):
+    with pytest.raises(SpecError, match="normalize"):
+        Network.from_spec({"input": [1, 6, 6], "layers": parse_arch("fc2"), "normalize": normalize})
