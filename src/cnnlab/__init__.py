@@ -1,8 +1,8 @@
 """cnnlab: convolutional networks on small images, in the vocabulary of the classic chapter."""
 
+from .config import TrainConfig
 from .layers import BatchNorm, Conv, ConvPool, FullyConnected, LocallyConnected, Pool, Softmax
 from .network import Network
-from .config import TrainConfig
 from .runs import TrainResult
 from .train import fit
 
