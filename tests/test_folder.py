@@ -199,3 +199,12 @@ def test_sixteen_bit_and_palette_pictures_are_read_at_their_true_levels(tmp_path
     Image.fromarray(np.full((4, 4, 3), (200, 10, 10), np.uint8)).quantize(2).save(palette)
     with open_picture(palette) as image:
         assert np.asarray(levels(image, colour=True))[0, 0].tolist() == [200, 10, 10]
+
+
+def test_a_damaged_cache_is_a_one_line_error_that_says_how_to_rebuild(tmp_path):
+    root = make_folder(tmp_path / "pictures", per_class=2)
+    data.open_dataset(data=root)
+    (array,) = (tmp_path / "cache").glob("folders/*/all.npy")
+    array.write_bytes(b"not an array")
+    with pytest.raises(DataError, match="delete the folder to rebuild it"):
+        data.open_dataset(data=root)

@@ -338,8 +338,16 @@ def _notes(manifest: dict) -> list[str]:
 
 
 def _part(folder: Path, name: str) -> Part:
-    images = np.load(folder / f"{name}.npy", mmap_mode="c")
-    return Part.from_arrays(images, np.load(folder / f"{name}-labels.npy"))
+    try:
+        images = np.load(folder / f"{name}.npy", mmap_mode="c")
+        labels = np.load(folder / f"{name}-labels.npy")
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(
+            f"{folder}: damaged cache ({exc}); delete the folder to rebuild it"
+        ) from None
+    if images.ndim != 4 or images.dtype != np.uint8 or labels.shape != (len(images),):
+        raise DataError(f"{folder}: damaged cache; delete the folder to rebuild it")
+    return Part.from_arrays(images, labels)
 
 
 def load_folder(
