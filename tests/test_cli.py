@@ -88,6 +88,18 @@ def test_train_prints_test_accuracy_last(capsys, tmp_path, mnist):
         (["train", "--epochs", "abc"], "invalid int value"),
         (["data", "fetch", "mnist", "--from", "/no/such/dir"], "no such folder"),
         (["frobnicate"], "invalid choice"),
+        (["train", "--arch", ""], "empty layer"),
+        (["train", "--seed", "99999999999999999999"], "seed must be a whole number"),
+        (["train", "--lr", "1e308"], "learning rate must be"),
+        (["train", "--data", "/no/such/dir"], "no such folder"),
+        (["train", "--data", "/tmp", "--dataset", "mnist"], "give one"),
+        (["train", "--image-size", "0x5"], "not HEIGHTxWIDTH"),
+        (["train", "--test-fraction", "1.5"], "test fraction must be between 0 and 1"),
+        (["train", "--augment", "crop,mirror"], "unknown augmentation 'mirror'"),
+        (["train", "--tta", "sideways"], "invalid choice"),
+        (["data", "fetch", "cifar10", "--from", "/no/such/file.tar.gz"], "no such file or folder"),
+        (["data", "info", "/no/such/folder"], "no such folder"),
+        (["predict", "/no/such/model.safetensors", "x.png", "--top", "0"], "--top must be"),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_status_2(capsys, argv, message, mnist):

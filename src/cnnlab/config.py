@@ -7,7 +7,6 @@ i.e. a weight decay of λ·m/n per step (see ``train.py``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -19,6 +18,8 @@ from .predict import TTA, tta_name
 
 SCHEDULES = ("constant", "onecycle", "cosine")
 OPTIMIZERS = ("sgd", "adam")
+MAX_LR = 100.0  # far beyond any useful η; larger ones only overflow
+MAX_SEED = 2**31  # each epoch's seed, seed·100,003 + epoch, must fit torch's 64-bit seed
 
 
 @dataclass
@@ -60,7 +61,8 @@ class TrainConfig:
         rules = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch size must be >= 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "learning rate must be > 0"),
+            (0 < self.lr <= MAX_LR, f"learning rate must be > 0 and at most {MAX_LR:g}"),
+            (0 <= self.seed < MAX_SEED, f"seed must be a whole number from 0 to {MAX_SEED - 1:,}"),
             (self.l2 >= 0, "l2 must be >= 0"),
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
