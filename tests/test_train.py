@@ -63,6 +63,8 @@ def test_resume_equals_uninterrupted_training(tmp_path, tiny, faithful):
     interrupted = small_network(seed=7)
     first = TrainConfig(**{**config.__dict__, "epochs": 1})
     fit(interrupted, tiny, first, out=tmp_path / "b", progress=False, log=quiet)
+    killed_mid_save = tmp_path / "b" / f".{CHECKPOINT}.x1y2z3.tmp"  # what a kill -9 leaves
+    killed_mid_save.write_bytes(b"half a checkpoint")
     resumed = small_network(seed=99)  # weights come from the checkpoint
     result = fit(resumed, tiny, config, out=tmp_path / "b", resume=True, progress=False, log=quiet)
 
@@ -73,6 +75,7 @@ def test_resume_equals_uninterrupted_training(tmp_path, tiny, faithful):
     ]
     lines = (tmp_path / "b" / METRICS).read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert not killed_mid_save.exists()  # a run cleans its folder's leftovers when it starts
 
 
 def test_a_run_folder_holds_checkpoint_model_and_metrics(trained_run):
@@ -113,4 +116,5 @@ def test_a_diverging_run_stops_with_advice(tiny):
     from cnnlab.errors import CnnlabError
 
     with pytest.raises(CnnlabError, match="lower --lr"):
-        fit(small_network(), tiny, TrainConfig(epochs=1, lr=1e30), progress=False, log=quiet)
+        linear = small_network(arch="fc32:linear-softmax10")  # no ReLU to die: it blows up
+        fit(linear, tiny, TrainConfig(epochs=1, lr=100.0), progress=False, log=quiet)

@@ -21,9 +21,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private to their maker
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as written:  # on disk before the rename, so a crash keeps one copy
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def remove_leftovers(folder: str | Path) -> None:
+    """Delete the temporary files of writes a killed process never finished (``.NAME.*.tmp``)."""
+    for leftover in Path(folder).glob(".*.tmp"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:

@@ -36,6 +36,7 @@ from .augment import augmenter, expand
 from .config import TrainConfig
 from .data import Splits, channel_statistics
 from .errors import CnnlabError
+from .files import remove_leftovers
 from .layers import WEIGHTED_LAYERS, BatchNorm
 from .memory import check_fits
 from .network import Network
@@ -291,6 +292,7 @@ def fit(
         result = restore(out_dir, network, optimizer)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out_dir)
         write_metrics(out_dir, result.history)
     stepper = _Stepper(
         network,
