@@ -116,3 +116,25 @@ def test_a_spec_with_normalisation_standardises_each_channel_before_the_first_la
 def test_bad_normalisation_in_a_spec_is_a_spec_error(normalize):
     with pytest.raises(SpecError, match="normalize"):
         Network.from_spec({"input": [1, 6, 6], "layers": parse_arch("fc2"), "normalize": normalize})
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda t: t.fill_(float("nan")), "NaN or infinite"),
+        (lambda t: t.fill_(float("inf")), "NaN or infinite"),
+        (lambda t: t.to(torch.int64), "is torch.int64, not torch.float32"),
+        (lambda t: t.bool(), "is torch.bool, not torch.float32"),
+    ],
+)
+def test_weights_of_the_wrong_type_or_not_finite_are_refused(tmp_path, damage, message):
+    from cnnlab.network import load_tensors, save_tensors
+
+    net = small_network()
+    net.save(tmp_path / "good.safetensors")
+    tensors, meta = load_tensors(tmp_path / "good.safetensors")
+    name = next(iter(tensors))
+    tensors[name] = damage(tensors[name].clone())
+    save_tensors(tmp_path / "bad.safetensors", tensors, meta)
+    with pytest.raises(CheckpointError, match=message):
+        Network.load(tmp_path / "bad.safetensors")

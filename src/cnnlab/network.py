@@ -272,12 +272,29 @@ class Network(nn.Module):
         weights = {
             k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")
         }
+        _check_weights(weights or tensors, network.state_dict(), path)
         try:
             network.load_state_dict(weights or tensors)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"{path}: weights do not match the spec ({first})") from None
         return network.use_channels_last(kernels == "native"), meta
+
+
+def _check_weights(found: dict[str, Tensor], expected: dict[str, Tensor], path: Any) -> None:
+    """Saved weights must have the type the network gives them and be finite numbers: a NaN or
+    a relabelled integer tensor would otherwise give confident nonsense."""
+    for name, value in found.items():
+        want = expected.get(name)
+        if want is not None and value.dtype != want.dtype:
+            raise CheckpointError(
+                f"{path}: {name} is {value.dtype}, not {want.dtype}: not weights cnnlab saved"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(
+                f"{path}: {name} holds NaN or infinite values (a run that diverged, or a damaged"
+                " file): train it again or use an earlier checkpoint"
+            )
 
 
 def _check_normalize(normalize: Any, depth: int) -> dict[str, list[float]] | None:
