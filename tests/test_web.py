@@ -425,3 +425,43 @@ def test_samples_are_refused_when_the_data_is_not_here(colour, tmp_path, monkeyp
     response = client.get("/api/samples?checkpoint=cifar.safetensors")
     assert response.status_code == 404
     assert "cnnlab data fetch cifar10" in response.json["error"]
+
+
+def test_only_requests_for_the_loopback_names_are_answered(trained_run):
+    app = create_app(ServedFolder.open(trained_run))
+    client = app.test_client()
+    assert client.get("/api/checkpoints", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+    assert client.get("/api/checkpoints", headers={"Host": "[::1]:8000"}).status_code == 200
+    answer = client.get("/api/checkpoints", headers={"Host": "rebound.example:8000"})
+    assert answer.status_code == 400 and "answers requests for" in answer.get_json()["error"]
+    anyone = create_app(ServedFolder.open(trained_run), hosts=None).test_client()
+    assert anyone.get("/api/checkpoints", headers={"Host": "lab.example"}).status_code == 200
+
+
+def test_pictures_beyond_the_concurrency_limit_are_told_to_retry(trained_run, monkeypatch):
+    import threading
+
+    import cnnlab.web.app as explorer
+
+    monkeypatch.setattr(explorer, "BUSY_WAIT", 0.05)
+    entered, release, statuses = threading.Event(), threading.Event(), []
+    real = explorer.analysis
+
+    def slow(*args):  # a long analysis holding the only slot
+        entered.set()
+        release.wait(5)
+        return real(*args)
+
+    monkeypatch.setattr(explorer, "analysis", slow)
+    client = create_app(ServedFolder.open(trained_run), max_busy=1).test_client()
+    body = {"pixels": [[0.0] * 28] * 28}
+    first = threading.Thread(
+        target=lambda: statuses.append(client.post("/api/analyze", json=body).status_code)
+    )
+    first.start()
+    assert entered.wait(5)
+    second = client.post("/api/analyze", json=body)
+    release.set()
+    first.join()
+    assert second.status_code == 503 and "busy" in second.get_json()["error"]
+    assert statuses == [200]

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 2 * 1024 * 1024  # bytes of one request body
 MAX_PIXELS = 4096 * 4096  # of an uploaded image, so a small file cannot decode to gigabytes
 MAX_SAMPLES = 100
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+MAX_BUSY = 2  # pictures analysed at once; each decode is bounded by MAX_PIXELS
+BUSY_WAIT = 10.0  # seconds a request waits for its turn before a 503
 
 
 def _numbers(values: Tensor, digits: int = 4) -> Any:
@@ -210,12 +214,38 @@ class _TestImages:
             return self._parts[key]
 
 
-def create_app(folder: ServedFolder, max_upload: int = MAX_UPLOAD) -> Flask:
-    """The explorer for the checkpoints and runs of ``folder``."""
+def create_app(
+    folder: ServedFolder,
+    max_upload: int = MAX_UPLOAD,
+    hosts: frozenset[str] | None = LOOPBACK_NAMES,
+    max_busy: int = MAX_BUSY,
+) -> Flask:
+    """The explorer for the checkpoints and runs of ``folder``.
+
+    Only requests naming one of ``hosts`` in their Host header are answered (None: any), so a
+    web page whose own name resolves to this machine (DNS rebinding) cannot read the API; and
+    at most ``max_busy`` pictures are decoded and analysed at once, the rest told to retry
+    (503), so a burst of uploads cannot take the memory of the machine.
+    """
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_upload
     app.json.sort_keys = False
     test_images = _TestImages()
+    busy = threading.BoundedSemaphore(max_busy)
+
+    @app.before_request
+    def check_host() -> tuple[Response, int] | None:
+        if hosts is not None and urlsplit("//" + request.host).hostname not in hosts:
+            return jsonify(error=f"this explorer answers requests for {sorted(hosts)[0]} only"), 400
+        return None
+
+    def heavy(work: Callable[[], Response]) -> Response | tuple[Response, int]:
+        if not busy.acquire(timeout=BUSY_WAIT):
+            return jsonify(error="the explorer is busy with other pictures: try again"), 503
+        try:
+            return work()
+        finally:
+            busy.release()
 
     @app.errorhandler(CnnlabError)
     def user_error(exc: CnnlabError) -> tuple[Response, int]:
@@ -255,7 +285,10 @@ def create_app(folder: ServedFolder, max_upload: int = MAX_UPLOAD) -> Flask:
         return jsonify(describe(name, network, meta))
 
     @app.post("/api/analyze")
-    def analyze() -> Response:
+    def analyze() -> Response | tuple[Response, int]:
+        return heavy(analyse_request)
+
+    def analyse_request() -> Response:
         name, network, meta = folder.network(request.args.get("checkpoint"))
         shape = _check_input(network)
         upload = request.files.get("image")
@@ -282,7 +315,10 @@ def create_app(folder: ServedFolder, max_upload: int = MAX_UPLOAD) -> Flask:
         return jsonify(top=top, left=left, bottom=bottom, right=right)
 
     @app.get("/api/samples")
-    def samples() -> Response:
+    def samples() -> Response | tuple[Response, int]:
+        return heavy(samples_request)
+
+    def samples_request() -> Response:
         _, network, meta = folder.network(request.args.get("checkpoint"))
         count, seed = _int_arg("count", 12), _int_arg("seed", 0)
         if not 1 <= count <= MAX_SAMPLES:

@@ -10,7 +10,7 @@ from pathlib import Path
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from ..errors import CnnlabError
-from .app import create_app
+from .app import LOOPBACK_NAMES, create_app
 from .folder import ServedFolder
 
 
@@ -29,7 +29,10 @@ def start(folder: ServedFolder, host: str = "127.0.0.1", port: int = 8000) -> Ba
             reason = getattr(exc, "strerror", None) or exc
             raise CnnlabError(f"cannot listen on {host}:{port}: {reason}") from None
         listener.listen()
-        return make_server(host, port, create_app(folder), threaded=True, fd=listener.fileno())
+        # on a loopback address only loopback names are answered; elsewhere the user chose who
+        hosts = LOOPBACK_NAMES if host in LOOPBACK_NAMES else None
+        app = create_app(folder, hosts=hosts)
+        return make_server(host, port, app, threaded=True, fd=listener.fileno())
 
 
 def serve(
