@@ -465,3 +465,10 @@ def test_pictures_beyond_the_concurrency_limit_are_told_to_retry(trained_run, mo
     first.join()
     assert second.status_code == 503 and "busy" in second.get_json()["error"]
     assert statuses == [200]
+
+
+@pytest.mark.parametrize("depth", [200, 50_000])
+def test_deeply_nested_json_is_a_400_not_a_crash(client, depth):
+    body = '{"pixels": ' + "[" * depth + "0" + "]" * depth + "}"
+    answer = client.post("/api/analyze", data=body, content_type="application/json")
+    assert answer.status_code == 400 and "error" in answer.get_json()

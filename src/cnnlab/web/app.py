@@ -77,6 +77,15 @@ def decode_picture(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     return pixels.astype(np.float32) / 255
 
 
+def _json_body() -> Any:
+    """The request's JSON (None if it is not JSON); a body nested too deeply to parse is a 400,
+    not a crash of the parser."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        raise CnnlabError("the JSON body is nested too deeply") from None
+
+
 def _shape_text(shape: tuple[int, ...]) -> str:
     depth, height, width = shape
     return f"{height}×{width}" + ("×3" if depth == 3 else "")
@@ -298,7 +307,7 @@ def create_app(
             else:
                 x = decode_picture(upload.read(), shape)
         elif request.is_json:
-            x = _pixels_from_json(request.get_json(silent=True), shape)
+            x = _pixels_from_json(_json_body(), shape)
         else:
             raise CnnlabError(
                 "send an image file (multipart field 'image') or JSON"
