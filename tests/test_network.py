@@ -138,3 +138,14 @@ def test_weights_of_the_wrong_type_or_not_finite_are_refused(tmp_path, damage, m
     save_tensors(tmp_path / "bad.safetensors", tensors, meta)
     with pytest.raises(CheckpointError, match=message):
         Network.load(tmp_path / "bad.safetensors")
+
+
+def test_weights_for_another_shape_say_which_tensor_differs(tmp_path):
+    from cnnlab.network import load_tensors, save_tensors
+
+    small_network().save(tmp_path / "good.safetensors")
+    tensors, meta = load_tensors(tmp_path / "good.safetensors")
+    meta["spec"]["layers"][0]["maps"] = 4  # the spec now says 4 maps, the weights hold 8
+    save_tensors(tmp_path / "bad.safetensors", tensors, meta)
+    with pytest.raises(CheckpointError, match=r"weights do not match the spec \(.*size mismatch"):
+        Network.load(tmp_path / "bad.safetensors")

@@ -275,9 +275,10 @@ class Network(nn.Module):
         _check_weights(weights or tensors, network.state_dict(), path)
         try:
             network.load_state_dict(weights or tensors)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"{path}: weights do not match the spec ({first})") from None
+        except RuntimeError as exc:  # PyTorch's first line is a title; the detail follows it
+            lines = [line.strip() for line in str(exc).strip().splitlines()]
+            detail = " ".join(lines[1:] or lines)[:300]
+            raise CheckpointError(f"{path}: weights do not match the spec ({detail})") from None
         return network.use_channels_last(kernels == "native"), meta
 
 
