@@ -30,7 +30,7 @@ from .precision import resolve as resolve_precision
 from .predict import TTA, accuracy, class_names, prepare_picture, probabilities
 from .presets import PRESETS, default_preset, get_preset
 from .reproduce import ROW_NAMES, reproduce
-from .runs import CHECKPOINT, MODEL, resumed_settings
+from .runs import CHECKPOINT, MODEL, resumed_settings, trained_config
 from .train import fit, network_spec, new_network, pick_device
 
 EXIT_USAGE = 2
@@ -443,13 +443,7 @@ def _checkpoint(path: str) -> Path:
 
 def _saved_data(meta: dict[str, Any], network: Network, args: argparse.Namespace) -> Any:
     """The data a saved network was trained on (or the one the arguments name instead)."""
-    config = TrainConfig.from_dict(meta.get("config", {}))
-    trained_on = meta.get("dataset")  # what fit() saw, even if the config did not say it
-    if config.data is None and isinstance(trained_on, str):
-        if trained_on in datasets.DATASETS:
-            config.dataset = trained_on
-        elif Path(trained_on).is_dir():
-            config.data = trained_on
+    config = trained_config(meta)
     if getattr(args, "dataset", None) is not None:
         config.dataset, config.data = args.dataset, None
     if getattr(args, "data", None) is not None:  # another folder: at the size the network takes

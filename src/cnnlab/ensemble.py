@@ -26,9 +26,9 @@ from .config import TrainConfig
 from .data import Part, load_splits
 from .errors import CnnlabError
 from .network import Network
-from .predict import class_names, probabilities
+from .predict import PRECISION, class_names, probabilities
 from .probe import mistakes
-from .runs import MODEL, continues
+from .runs import MODEL, continues, trained_config
 from .train import fit, new_network
 
 MISTAKES_SHOWN = 200
@@ -48,7 +48,7 @@ def majority_vote(probabilities: Tensor) -> Tensor:
 
 
 def member_probabilities(
-    members: list[Network], images: Tensor, precision: str = "fp32", tta: str = "none"
+    members: list[Network], images: Tensor, precision: str = PRECISION, tta: str = "none"
 ) -> Tensor:
     """(members, images, classes) probabilities of every member, as the members were evaluated."""
     return torch.stack([probabilities(member, images, precision, tta) for member in members])
@@ -90,7 +90,7 @@ def evaluate_folder(folder: str | Path, mistakes_picture: str | Path | None = No
     shapes = {(member.input_shape, member.classes) for member, _ in loaded}
     if len(shapes) > 1:
         raise CnnlabError(f"{folder}: its members take different inputs or classes")
-    config = TrainConfig.from_dict(meta.get("config", {}))
+    config = trained_config(meta)
     test = load_splits(**config.data_options()).test
     found = member_probabilities(
         [member for member, _ in loaded], test.images, config.precision, config.tta

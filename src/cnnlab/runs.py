@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .config import TrainConfig
+from .data import DATASETS
 from .errors import CheckpointError, CnnlabError
 from .files import write_atomically
 from .network import Network, load_tensors, save_tensors
@@ -131,6 +132,24 @@ def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite the metrics log from the history (atomic; drops lines of unfinished epochs)."""
     text = "".join(json.dumps(row) + "\n" for row in history)
     write_atomically(out / METRICS, lambda tmp: tmp.write_text(text))
+
+
+def trained_config(meta: dict[str, Any]) -> TrainConfig:
+    """The settings a saved network was trained with, its data named as ``fit`` saw it.
+
+    ``fit`` records the data set's name (a built-in one, or a picture folder's path) even
+    when the settings did not say it (a network trained through the Python API), and older
+    checkpoints carry no settings at all.
+    """
+    values = meta.get("config")
+    config = TrainConfig.from_dict(values if isinstance(values, dict) else {})
+    trained_on = meta.get("dataset")
+    if config.data is None and isinstance(trained_on, str):
+        if trained_on in DATASETS:
+            config.dataset = trained_on
+        elif Path(trained_on).is_dir():
+            config.data = trained_on
+    return config
 
 
 def resumed_settings(

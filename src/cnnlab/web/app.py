@@ -32,6 +32,7 @@ from ..errors import CnnlabError
 from ..images import FORMATS, fit_picture, grey_levels, mnist_style
 from ..network import Network
 from ..predict import class_names, reads_digits
+from ..runs import trained_config
 from .folder import NotServed, ServedFolder
 
 STATIC = Path(__file__).parent / "static"
@@ -184,16 +185,6 @@ def describe(name: str, network: Network, meta: dict[str, Any]) -> dict[str, Any
     }
 
 
-def training_data(meta: dict[str, Any]) -> TrainConfig:
-    """The settings a checkpoint was trained with (its data set named by ``meta`` if the
-    checkpoint predates saving them)."""
-    values = meta.get("config")
-    if not isinstance(values, dict):
-        dataset = meta.get("dataset")
-        values = {"dataset": dataset} if dataset in datasets.DATASETS else {}
-    return TrainConfig.from_dict(values)
-
-
 class _TestImages:
     """The test part of each run's data, read once: a built-in data set from the cache (never
     downloaded here), a picture folder from its cache (decoded first if need be)."""
@@ -332,7 +323,7 @@ def create_app(
         count, seed = _int_arg("count", 12), _int_arg("seed", 0)
         if not 1 <= count <= MAX_SAMPLES:
             raise CnnlabError(f"count must be between 1 and {MAX_SAMPLES}")
-        config = training_data(meta)
+        config = trained_config(meta)
         part = test_images.get(config)
         generator = torch.Generator().manual_seed(seed % 2**63)
         indices = torch.randperm(len(part), generator=generator)[:count]
