@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import data as datasets
-from . import masks, probe
+from . import distributed, masks, probe
 from .arch import HELP as ARCH_HELP
 from .arch import format_arch, parse_arch
 from .augment import AUGMENTATIONS
@@ -224,6 +224,14 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="train data-parallel in N processes on this machine (the cores shared among them),"
+        " as `torchrun --standalone --nproc-per-node N -m cnnlab train …` does; see"
+        " docs/distributed.md for several machines",
+    )
     p.set_defaults(run=_train)
 
 
@@ -289,29 +297,66 @@ def _load_data(config: TrainConfig, quiet: bool = False) -> datasets.Splits:
     return datasets.load_splits(**config.data_options(), log=_info, progress=progress)
 
 
-def _train(args: argparse.Namespace) -> None:
-    plan = _train_setup(args)
-    config = plan.config
-    out = Path(args.out or f"runs/{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if not args.resume and (out / CHECKPOINT).exists():
+def _train(args: argparse.Namespace) -> int:
+    plan = _train_setup(args)  # bad settings are refused here, before any process starts
+    if args.processes is not None:
+        if not 1 <= args.processes <= 1024:
+            raise CnnlabError("--processes must be a whole number from 1 to 1,024")
+        distributed.World(0, args.processes).share(plan.config.batch_size)
+        return distributed.launch_here(args.processes, _without(args.argv, "--processes"))
+    team = distributed.join(plan.config.device)
+    try:
+        _train_run(args, plan, team)
+    except RuntimeError as exc:
+        if not distributed.peer_failure(exc):
+            raise
         raise CnnlabError(
-            f"{out} already holds a run: add --resume to continue it, or pick another --out"
-        )
-    out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails here, before any work
-    data = _load_data(config, args.quiet)
+            f"another process of this run stopped ({str(exc).splitlines()[0][:120]}); finished"
+            " epochs are saved: launch the same command with --resume to continue"
+        ) from None
+    finally:
+        distributed.leave()
+    return 0
+
+
+def _without(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and its value (``--flag N`` or ``--flag=N``)."""
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == flag:
+            skip = True
+        elif not word.startswith(flag + "="):
+            kept.append(word)
+    return kept
+
+
+def _train_run(args: argparse.Namespace, plan: _Plan, team: distributed.World) -> None:
+    config = plan.config
+    named = args.out or f"runs/{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(distributed.from_leader(team, named))  # the leader's clock names the folder
+    if team.leader:
+        if not args.resume and (out / CHECKPOINT).exists():
+            raise CnnlabError(
+                f"{out} already holds a run: add --resume to continue it, or pick another --out"
+            )
+        out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails here, before any work
+    data = distributed.first_then_others(team, lambda: _load_data(config, args.quiet))
     spec = plan.spec(data)
     network = new_network(spec, config, kernels=args.kernels)
     device = pick_device(config.device)
     val = f"{len(data.validation):,} validation, " if data.validation else ""
     shape = "×".join(map(str, data.input_shape))
     parameters = sum(p.numel() for p in network.parameters())
+    processes = f" in {team.size} processes" if team.size > 1 else ""
     _info(
         f"{plan.name}: {format_arch(spec['layers'])}  ({parameters:,}"
         f" parameters)\n{data.name}: {len(data.classes)} classes, {shape} pictures;"
         f" {len(data.train):,} train, {val}{len(data.test):,} test;"
         f" {_epochs(config.epochs)} of mini-batch {config.batch_size},"
         f" η={config.lr:g}, λ={config.l2:g} on {device.type}"
-        f" ({resolve_precision(config.precision, device)}, {args.kernels} kernels);"
+        f" ({resolve_precision(config.precision, device)}, {args.kernels} kernels){processes};"
         f" saving to {out}"
     )
     try:
@@ -325,10 +370,13 @@ def _train(args: argparse.Namespace) -> None:
             log=print,
         )
     except KeyboardInterrupt:
+        how = " (in any number of processes)" if team.size > 1 else ""
         raise Interrupted(
             f"interrupted; the last finished epoch is saved: continue with"
-            f" `cnnlab train --out {out} --resume`"
+            f" `cnnlab train --out {out} --resume`{how}"
         ) from None
+    if not team.leader:
+        return
     chosen = (
         f"at epoch {result.best_epoch}, best validation {result.best_validation:.2%}"
         if result.best_validation is not None
@@ -474,13 +522,71 @@ def _predict(args: argparse.Namespace) -> None:
 
     if args.top < 1:
         raise CnnlabError("--top must be at least 1")
-    network, meta = Network.load(_checkpoint(args.checkpoint))
+    if args.checkpoint.endswith(".onnx"):
+        from .export import OnnxModel
+
+        model = OnnxModel(args.checkpoint)
+        network, meta, score = model, model.metadata, model.probabilities
+    else:
+        network, meta = Network.load(_checkpoint(args.checkpoint))
+        score = partial(probabilities, network)
     classes = class_names(network, meta)
     images = torch.stack([prepare_picture(path, network, meta) for path in args.images])
-    for path, p in zip(args.images, probabilities(network, images)):
+    for path, p in zip(args.images, score(images)):
         top = p.topk(min(args.top, len(p)))
         ranked = ", ".join(f"{classes[i]} {v:.1%}" for v, i in zip(top.values, top.indices))
         print(f"{path}: {classes[top.indices[0]]}  ({ranked})")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .export import TOLERANCE, export_onnx
+
+    network, meta = Network.load(_checkpoint(args.checkpoint))
+    _, data = _saved_data(meta, network, args)
+    test = data.test.images[: args.verify]
+    check = export_onnx(network, meta, args.out, test)
+    print(
+        f"wrote {args.out}: ONNX, input float32 pixels in [0, 1] of batch ×"
+        f" {'×'.join(map(str, network.input_shape))},"
+        f" output probabilities of {network.classes} classes; onnxruntime agrees with cnnlab on"
+        f" {check.images:,} test images of {data.name} (largest difference"
+        f" {check.largest_difference:.1e} ≤ {TOLERANCE:g}, no class differs)"
+    )
+
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export",
+        help="write a trained network as an ONNX model (verified with onnxruntime)",
+        description="Write a trained network as an ONNX model that takes float32 pixels in"
+        " [0, 1], (batch, depth, height, width) with any batch size, and gives class"
+        " probabilities; its standardisation is inside the graph, its class names, input shape"
+        " and preparation are in the model's metadata. The file is written only if"
+        " onnxruntime's probabilities on the network's test images are within 1e-4 of cnnlab's"
+        ' and every class agrees. Needs pip install "cnnlab[export]".',
+    )
+    p.add_argument("checkpoint", help="a .safetensors file, or a run folder")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="default onnx")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write, e.g. model.onnx")
+    p.add_argument(
+        "--verify", type=_positive, default=1000, metavar="N", help="test images to verify on"
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--dataset", choices=datasets.DATASETS, help="verify on this data set's test images"
+    )
+    which.add_argument("--data", metavar="DIR", help="verify on this folder's test pictures")
+    p.set_defaults(run=_export)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not from 1 to 1,000,000")
+    return value
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -746,7 +852,9 @@ def build_parser() -> argparse.ArgumentParser:
         " fitted into 20×20, centred by mass in 28×28); for any other, grey or colour as the"
         " network takes it, resized keeping its aspect ratio and centre-cropped.",
     )
-    p.add_argument("checkpoint", help="a .safetensors file, or a run folder")
+    p.add_argument(
+        "checkpoint", help="a .safetensors file, a run folder, or an exported .onnx model"
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=3, help="how many classes to show per image")
     p.set_defaults(run=_predict)
@@ -802,6 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME|DIR", help=f"{', '.join(datasets.DATASETS)}, or a folder")
     p.add_argument("--image-size", type=_size, metavar="HxW", help="for a folder, as in train")
     p.set_defaults(run=_data_info)
+    _add_export(commands)
     _add_show(commands)
     _add_filter(commands)
     _add_serve(commands)
@@ -809,19 +918,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _info(message: str) -> None:
-    print(message, file=sys.stderr)
+    if distributed.launched_as().leader:
+        print(message, file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnnlab` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already reported in one line
         return int(exc.code or 0)
+    args.argv = argv
     try:
-        args.run(args)
+        return args.run(args) or 0
     except CnnlabError as exc:
-        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        team = distributed.launched_as()
+        if team.leader:
+            print(f"cnnlab: error: {exc}", file=sys.stderr)
+        elif not isinstance(exc, Interrupted):
+            print(f"cnnlab: error (process {team.rank} of {team.size}): {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", EXIT_USAGE)
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
@@ -839,7 +955,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private to their maker
     try:
         yield Path(tmp)
+        # after the write (a writer may replace the file): mkstemp's 0600 would make outputs
+        # private to their maker
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb") as written:  # on disk before the rename, so a crash keeps one copy
             os.fsync(written.fileno())
         os.replace(tmp, path)

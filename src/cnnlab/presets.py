@@ -140,9 +140,9 @@ PRESETS = {
                 "epochs": 40,
                 "batch_size": 128,
                 "lr": 0.1,
-                "l2": 1.0,
+                "l2": 0.25,
                 "augment": "crop,flip,cutout",
-                "tta": "flip",
+                "tta": "flip+shifts",
             },
         ),
         Preset(

@@ -29,19 +29,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .augment import augmenter, expand
 from .config import TrainConfig
-from .data import Splits, channel_statistics
+from .data import Part, Splits, channel_statistics
+from .distributed import RANK_SEED_STRIDE, World, parallel, world
 from .errors import CnnlabError
 from .files import remove_leftovers
 from .layers import WEIGHTED_LAYERS, BatchNorm
 from .memory import check_fits
 from .network import Network
 from .precision import autocast
-from .predict import accuracy
+from .predict import labels
 from .runs import (
     CHECKPOINT,
     MODEL,
@@ -126,33 +127,41 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _batches(
-    x: Tensor, y: Tensor, batch_size: int, order: Tensor | None
+    x: Tensor, y: Tensor, batch_size: int, order: Tensor | None, world: World
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Whole mini-batches, a trailing partial batch dropped as in network3.
+    """This process's share of every whole mini-batch, a trailing partial batch dropped as in
+    network3 (in a single process the share is the whole mini-batch).
 
     In ``order`` if given (gathered batch by batch: no shuffled copy of the whole
     set), else as slices in the stored order.
     """
-    for start in range(0, len(y) - batch_size + 1, batch_size):
+    offset, length = world.share(batch_size)
+    for start in range(offset, len(y) - batch_size + 1 + offset, batch_size):
         if order is None:
-            yield x[start : start + batch_size], y[start : start + batch_size]
+            yield x[start : start + length], y[start : start + length]
         else:
-            index = order[start : start + batch_size]
+            index = order[start : start + length]
             yield x[index.to(x.device)], y[index]
 
 
 # ---- the loop -----------------------------------------------------------------------------
 @dataclass
 class _Stepper:
-    """What one epoch of mini-batch SGD needs: network, optimizer, schedule, data (uint8)."""
+    """What one epoch of mini-batch SGD needs: network, optimizer, schedule, data (uint8).
+
+    ``model`` is what the batches go through: the network itself, or its data-parallel
+    wrapper when several processes share the run.
+    """
 
     network: Network
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     config: TrainConfig
     x: Tensor
     y: Tensor
     steps_per_epoch: int
     device: torch.device
+    world: World
     every: StepHook | None = None
 
     def __post_init__(self) -> None:
@@ -167,6 +176,8 @@ class _Stepper:
         config, network = self.config, self.network
         torch.manual_seed(_epoch_seed(config.seed, epoch))  # this epoch's order and dropout
         order = None if config.faithful else torch.randperm(len(self.y), device=self.device)
+        if self.world.rank:  # the same order everywhere; each process's own random draws
+            torch.manual_seed(_epoch_seed(config.seed, epoch) + self.world.rank * RANK_SEED_STRIDE)
         network.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -180,7 +191,8 @@ class _Stepper:
             leave=False,
             disable=not progress,
         )
-        for step, (x, y) in enumerate(_batches(self.x, self.y, config.batch_size, order)):
+        batches = _batches(self.x, self.y, config.batch_size, order, self.world)
+        for step, (x, y) in enumerate(batches):
             lr = learning_rate(config, (epoch - 1) * self.steps_per_epoch + step, total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -188,7 +200,7 @@ class _Stepper:
             if self.augment is not None:
                 x = self.augment(x)
             with autocast(self.device, config.precision):
-                logits = network(x)
+                logits = self.model(x)
             loss = network.ops.softmax_cross_entropy(logits.float(), y, config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -204,7 +216,9 @@ class _Stepper:
                 started = self._call_hook(self.every, done, started)
         self._clock(started)
         bar.close()
-        mean_loss = loss_sum.item() / self.steps_per_epoch
+        # every process's loss is the mean over its equal share of the mini-batch
+        mean_loss = self.world.total(loss_sum).item() / (self.steps_per_epoch * self.world.size)
+        correct = self.world.total(correct)
         if not math.isfinite(mean_loss):
             raise CnnlabError(
                 f"training diverged at epoch {epoch} (the loss is not finite): lower --lr"
@@ -259,9 +273,16 @@ def fit(
     log: Callable[[str], None] = print,
     every: StepHook | None = None,
 ) -> TrainResult:
-    """Train ``network`` on ``data.train`` with the settings of ``config``; see the module doc."""
+    """Train ``network`` on ``data.train`` with the settings of ``config``; see the module doc.
+
+    In a process group (torchrun, see ``distributed.py``) every process calls this alike
+    and they train one network together; only the first writes ``out`` and logs.
+    """
     config.check()
     device = pick_device(config.device)
+    team = world()
+    if not team.leader:
+        progress, log = False, _silent
     if network.classes != len(data.classes):
         raise CnnlabError(
             f"the output layer has {network.classes} classes but {data.name} has"
@@ -283,6 +304,8 @@ def fit(
     if config.batch_size == 1 and any(isinstance(m, BatchNorm) for m in network.modules()):
         raise CnnlabError("batch normalisation needs mini-batches of 2 or more: raise --batch-size")
     network.to(device).use_channels_last(config.channels_last)
+    team.share(config.batch_size)  # a mini-batch that does not divide is refused before any work
+    model = parallel(network, device) if team.size > 1 else network
     optimizer = make_optimizer(network, config, steps_per_epoch)
     out_dir = Path(out) if out is not None else None
     result = TrainResult()
@@ -290,22 +313,26 @@ def fit(
         if out_dir is None:
             raise CnnlabError("resuming needs the run's output folder")
         result = restore(out_dir, network, optimizer)
+    if not team.leader:
+        out_dir = None  # read to resume, written by the leader alone
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_leftovers(out_dir)
         write_metrics(out_dir, result.history)
     stepper = _Stepper(
         network,
+        model,
         optimizer,
         config,
         _resident(train.images, device),
         train.labels.to(device),
         steps_per_epoch,
         device,
+        team,
         every,
     )
 
-    measure = partial(accuracy, network, precision=config.precision, tta=config.tta)
+    measure = partial(_shared_accuracy, network, config, team)
     for epoch in range(len(result.history) + 1, config.epochs + 1):
         row: dict[str, Any] = {"epoch": epoch, **stepper.epoch(epoch, progress)}
         started = time.perf_counter()
@@ -339,6 +366,19 @@ def fit(
             save_checkpoint(out_dir / CHECKPOINT, network, optimizer, config, result)
             write_metrics(out_dir, result.history)
     return result
+
+
+def _silent(line: str) -> None:
+    """The log of a process that is not the leader."""
+
+
+def _shared_accuracy(network: Network, config: TrainConfig, team: World, part: Part) -> float:
+    """Fraction of ``part`` classified correctly, each process scoring its own slice."""
+    mine = team.slice_of(len(part))
+    predicted = labels(network, part.images[mine], precision=config.precision, tta=config.tta)
+    right = (predicted == part.labels[mine]).sum()
+    right = team.total(right.to(next(network.parameters()).device))  # NCCL adds GPU tensors
+    return right.item() / len(part)
 
 
 def _resident(images: Tensor, device: torch.device) -> Tensor:
