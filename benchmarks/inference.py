@@ -10,6 +10,10 @@ weights), saved and loaded back with ``Network.load``, and run through
 ``--rounds`` repetitions after a warm-up. The single-image figure is reported
 twice: the network alone, and with ``mnist_style`` preprocessing of a 28×28
 grey picture in front, which is what ``cnnlab predict`` does per file.
+
+The same network is also exported (``cnnlab export``'s ``export_onnx``, verified
+on the test images) and run by onnxruntime in fp32; cnnlab in fp32 is shown
+beside it, since its default path uses bf16 where the CPU has it.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cnnlab.data import load_splits
+from cnnlab.export import OnnxModel, export_onnx
 from cnnlab.images import mnist_style
 from cnnlab.network import Network
 from cnnlab.predict import probabilities
@@ -48,15 +54,16 @@ def loaded(name: str, folder: Path) -> Network:
     return Network.load(folder / f"{name}.safetensors")[0]
 
 
-def measure(network: Network, images: torch.Tensor, rounds: int) -> dict[str, float]:
+def measure(
+    score: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, rounds: int
+) -> dict[str, float]:
     batch = images[:1000]
     one = images[:1]
     picture = (images[0, 0].numpy() * 255).astype(np.float32)  # a grey digit as a user gives it
-    batch_seconds = median_seconds(lambda: probabilities(network, batch), rounds)
-    single_seconds = median_seconds(lambda: probabilities(network, one), rounds * 10)
+    batch_seconds = median_seconds(lambda: score(batch), rounds)
+    single_seconds = median_seconds(lambda: score(one), rounds * 10)
     with_preprocessing = median_seconds(
-        lambda: probabilities(network, torch.from_numpy(mnist_style(picture))[None, None]),
-        rounds * 10,
+        lambda: score(torch.from_numpy(mnist_style(picture))[None, None]), rounds * 10
     )
     return {
         "images_per_second": len(batch) / batch_seconds,
@@ -77,15 +84,25 @@ def main() -> None:
     )
     test = load_splits("mnist", "standard", 0).test
     images = test.images[:1000].float() / 255
-    header = f"{'preset':<12}{'images/s (batch 1000)':>24}{'1 image':>12}"
+    header = f"{'preset':<12}{'path':<22}{'images/s (batch 1000)':>24}{'1 image':>12}"
     print(header + f"{'1 image + preprocessing':>26}")
     folder = Path(tempfile.mkdtemp())
     for name in args.presets:
-        r = measure(loaded(name, folder), images, args.rounds)
-        print(
-            f"{name:<12}{r['images_per_second']:>24,.0f}{r['single_ms']:>10.3f} ms"
-            f"{r['single_with_preprocessing_ms']:>24.3f} ms"
-        )
+        network = loaded(name, folder)
+        export_onnx(network, {}, folder / f"{name}.onnx", test.images[:1000])
+        network = loaded(name, folder)  # laid out for inference again after the export
+        paths = {
+            "cnnlab (auto: bf16)": partial(probabilities, network),
+            "cnnlab fp32": partial(probabilities, network, precision="fp32"),
+            "onnxruntime fp32": OnnxModel(folder / f"{name}.onnx").probabilities,
+        }
+        for path, score in paths.items():
+            r = measure(score, images, args.rounds)
+            print(
+                f"{name:<12}{path:<22}{r['images_per_second']:>24,.0f}{r['single_ms']:>10.3f} ms"
+                f"{r['single_with_preprocessing_ms']:>24.3f} ms",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
