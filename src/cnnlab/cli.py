@@ -350,7 +350,7 @@ def _train_run(args: argparse.Namespace, plan: _Plan, team: distributed.World) -
     shape = "×".join(map(str, data.input_shape))
     parameters = sum(p.numel() for p in network.parameters())
     processes = f" in {team.size} processes" if team.size > 1 else ""
-    _info(
+    header = (
         f"{plan.name}: {format_arch(spec['layers'])}  ({parameters:,}"
         f" parameters)\n{data.name}: {len(data.classes)} classes, {shape} pictures;"
         f" {len(data.train):,} train, {val}{len(data.test):,} test;"
@@ -368,6 +368,7 @@ def _train_run(args: argparse.Namespace, plan: _Plan, team: distributed.World) -
             resume=args.resume,
             progress=not args.quiet and sys.stderr.isatty(),
             log=print,
+            starting=partial(_info, header),
         )
     except KeyboardInterrupt:
         how = " (in any number of processes)" if team.size > 1 else ""

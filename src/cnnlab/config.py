@@ -7,8 +7,9 @@ i.e. a weight decay of λ·m/n per step (see ``train.py``).
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from .augment import augmentation_names
 from .errors import CnnlabError
@@ -82,11 +83,23 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Settings from a dict (a preset's, a checkpoint's); unknown keys are ignored."""
-        known = {f.name for f in fields(cls)}
-        config = cls(**{k: v for k, v in values.items() if k in known})
-        config.tta = tta_name(config.tta)  # checkpoints before flips saved True/False
-        return config
+        """Settings from a dict (a preset's, a checkpoint's); unknown keys are ignored, a value
+        of the wrong type is a CnnlabError naming it."""
+        if not isinstance(values, dict):
+            raise CnnlabError(f"settings must be a JSON object, got {values!r}"[:200])
+        kinds = get_type_hints(cls)
+        known = {}
+        for f in fields(cls):
+            if f.name in values:
+                value = values[f.name]
+                if f.name == "tta":
+                    value = tta_name(value)  # checkpoints before flips saved True/False
+                if not _fits(value, kinds[f.name]):
+                    raise CnnlabError(
+                        f"setting {f.name!r} has a value of the wrong type: {value!r}"
+                    )
+                known[f.name] = value
+        return cls(**known)
 
     def data_options(self) -> dict[str, Any]:
         """The arguments of ``data.load_splits`` that give this run's data."""
@@ -99,3 +112,21 @@ class TrainConfig:
             "image_size": self.image_size,
             "test_fraction": self.test_fraction,
         }
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Is ``value`` (from JSON) of the annotated ``kind``? A whole number is also a float; a bool
+    is neither."""
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind in (bool, str):
+        return isinstance(value, kind)
+    if kind is type(None):
+        return value is None
+    if get_origin(kind) is list:
+        return isinstance(value, list) and all(_fits(v, get_args(kind)[0]) for v in value)
+    if get_origin(kind) in (Union, types.UnionType):
+        return any(_fits(value, k) for k in get_args(kind))
+    return False

@@ -474,7 +474,7 @@ def layer_from_spec(spec: dict[str, Any]) -> Layer:
         raise SpecError(f"a layer must be an object with a 'type', got {spec!r}")
     params = dict(spec)
     kind = params.pop("type")
-    if kind not in LAYER_TYPES:
+    if not isinstance(kind, str) or kind not in LAYER_TYPES:
         raise SpecError(f"unknown layer type {kind!r}: choose one of {', '.join(LAYER_TYPES)}")
     try:
         return LAYER_TYPES[kind](**params)

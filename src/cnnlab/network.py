@@ -33,6 +33,7 @@ from .layers import layer_from_spec as _layer_from_spec
 INITS = ("default", "network3")
 FORMAT_VERSION = 1
 METADATA_KEY = "cnnlab"
+MAX_DEPTH, MAX_SIDE = 4096, 65_536  # far beyond small images; larger sizes only overflow
 
 
 @dataclass(frozen=True)
@@ -96,15 +97,14 @@ class Network(nn.Module):
         layers = spec["layers"]
         if not isinstance(layers, list):
             raise SpecError("'layers' must be a list of layer objects")
-        try:
-            input_shape = tuple(int(s) for s in spec["input"])
-        except (TypeError, ValueError):
-            raise SpecError(f"bad input shape {spec['input']!r}") from None
+        style = spec.get("dropout_style", "inverted")
+        if not isinstance(style, str):
+            raise SpecError(f"unknown dropout style {style!r}")
         return cls(
             [_layer_from_spec(layer) for layer in layers],
-            input_shape,
+            _input_shape(spec["input"]),
             kernels=kernels,
-            dropout_style=spec.get("dropout_style", "inverted"),
+            dropout_style=style,
             normalize=spec.get("normalize"),
         )
 
@@ -266,20 +266,67 @@ class Network(nn.Module):
         With native kernels it comes laid out channels-last, for fast inference on CPUs.
         """
         tensors, meta = load_tensors(path)
-        if "spec" not in meta:
+        if not isinstance(meta.get("spec"), dict):
             raise CheckpointError(f"{path}: no network spec in this file")
-        network = cls.from_spec(meta["spec"], kernels=kernels)
         weights = {
             k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")
         }
+        _check_shapes(weights or tensors, meta["spec"], path)
+        network = cls.from_spec(meta["spec"], kernels=kernels)
+        _check_metadata(meta, network, path)
         _check_weights(weights or tensors, network.state_dict(), path)
-        try:
-            network.load_state_dict(weights or tensors)
-        except RuntimeError as exc:  # PyTorch's first line is a title; the detail follows it
-            lines = [line.strip() for line in str(exc).strip().splitlines()]
-            detail = " ".join(lines[1:] or lines)[:300]
-            raise CheckpointError(f"{path}: weights do not match the spec ({detail})") from None
+        network.load_state_dict(weights or tensors)
         return network.use_channels_last(kernels == "native"), meta
+
+
+def _input_shape(value: Any) -> Shape:
+    """A spec's input: three whole numbers, depth ≤ MAX_DEPTH and sides ≤ MAX_SIDE."""
+    ok = (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in value)
+    )
+    if not ok or value[0] > MAX_DEPTH or max(value[1:]) > MAX_SIDE:
+        raise SpecError(
+            f"bad input shape {value!r}: give [depth, height, width], whole numbers with depth"
+            f" at most {MAX_DEPTH:,} and sides at most {MAX_SIDE:,}"
+        )
+    return tuple(value)
+
+
+def _check_metadata(meta: dict[str, Any], network: Network, path: Any) -> None:
+    """What a checkpoint says beside its spec must fit it: a wrong class list or data set name
+    would make every answer about the network wrong."""
+    classes = meta.get("classes")
+    if classes is not None and not (
+        isinstance(classes, list)
+        and len(classes) == network.classes
+        and all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in classes)
+    ):
+        raise CheckpointError(
+            f"{path}: its class names do not fit the network's {network.classes} outputs"
+            " (a damaged or hand-edited file)"
+        )
+    if meta.get("input") not in (None, list(network.input_shape)):
+        raise CheckpointError(f"{path}: its input shape does not match its spec (a damaged file)")
+    for key, kinds in (("dataset", str), ("config", dict)):
+        if meta.get(key) is not None and not isinstance(meta[key], kinds):
+            raise CheckpointError(f"{path}: its {key!r} entry is damaged ({meta[key]!r})")
+
+
+def _check_shapes(found: dict[str, Tensor], spec: dict[str, Any], path: Any) -> None:
+    """The saved tensors must be the spec's, compared on shapes alone: a spec that says more than
+    the file holds is refused before the memory for it is taken."""
+    expected = {k: tuple(v.shape) for k, v in Network.shapes_only(spec).state_dict().items()}
+    shapes = {k: tuple(v.shape) for k, v in found.items()}
+    wrong = sorted(k for k in expected.keys() | shapes.keys() if expected.get(k) != shapes.get(k))
+    if wrong:
+        listed = ", ".join(
+            f"{k} {_shape_text(shapes[k]) if k in shapes else 'missing'}"
+            f" (spec: {_shape_text(expected[k]) if k in expected else 'none'})"
+            for k in wrong[:4]
+        )
+        raise CheckpointError(f"{path}: weights do not match the spec ({listed})")
 
 
 def _check_weights(found: dict[str, Tensor], expected: dict[str, Tensor], path: Any) -> None:
@@ -335,6 +382,8 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         raise CheckpointError(f"{path} is not a readable cnnlab checkpoint ({exc})") from None
     try:
         meta = json.loads(header[METADATA_KEY])
-    except (KeyError, json.JSONDecodeError):
-        raise CheckpointError(f"{path} is a safetensors file but not a cnnlab checkpoint") from None
+    except (KeyError, json.JSONDecodeError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is a safetensors file but not a cnnlab checkpoint")
     return tensors, meta

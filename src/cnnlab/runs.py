@@ -95,8 +95,42 @@ def save_checkpoint(
 
 def read_run(out: str | Path) -> tuple[dict[str, Any], TrainConfig]:
     """The network spec and settings of the run saved in folder ``out`` (for --resume)."""
-    _, meta = load_tensors(_checkpoint_in(out))
-    return meta["spec"], TrainConfig.from_dict(meta["config"])
+    path = _checkpoint_in(out)
+    _, meta = load_tensors(path)
+    return _run_parts(meta, path)[:2]
+
+
+def _run_parts(meta: dict[str, Any], path: Path) -> tuple[dict[str, Any], TrainConfig, TrainResult]:
+    """Spec, settings and results of a run's checkpoint, each checked for its type."""
+    missing = [key for key in ("spec", "config", "result", "optimizer") if key not in meta]
+    if missing or not isinstance(meta["spec"], dict) or not isinstance(meta["optimizer"], dict):
+        raise CheckpointError(
+            f"{path} is not a run's checkpoint (no {', '.join(missing) or 'valid spec'}): resume"
+            f" from the {CHECKPOINT} a `cnnlab train` run wrote"
+        )
+    try:
+        config = TrainConfig.from_dict(meta["config"]).check()
+        result = _result(meta["result"])
+    except CnnlabError as exc:
+        raise CheckpointError(f"{path}: {exc} (a damaged or hand-edited checkpoint)") from None
+    return meta["spec"], config, result
+
+
+def _result(values: Any) -> TrainResult:
+    """A saved TrainResult, refused unless its history is a list of rows with the numbers that
+    resuming and the reports read."""
+    if not isinstance(values, dict) or not isinstance(values.get("history"), list):
+        raise CnnlabError("its results are not a history of epochs")
+    for row in values["history"]:
+        if not isinstance(row, dict) or not all(
+            isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool)
+            for k in ("epoch", "train_seconds", "train_loss", "test_accuracy")
+        ):
+            raise CnnlabError("an epoch in its history lacks its numbers")
+    try:
+        return TrainResult(**values)
+    except TypeError:
+        raise CnnlabError("its results have unknown fields") from None
 
 
 def check_epochs_change(saved: TrainConfig, epochs: int) -> None:
@@ -120,12 +154,20 @@ def _checkpoint_in(out: str | Path) -> Path:
 
 
 def restore(out: Path, network: Network, optimizer: torch.optim.Optimizer) -> TrainResult:
-    tensors, meta = load_tensors(_checkpoint_in(out))
-    if meta["spec"] != network.spec():
+    path = _checkpoint_in(out)
+    tensors, meta = load_tensors(path)
+    spec, _, result = _run_parts(meta, path)
+    if spec != network.spec():
         raise CheckpointError(f"{out}: the saved run is of a different network")
-    network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer.load_state_dict(_optimizer_from_tensors(tensors, meta["optimizer"]))
-    return TrainResult(**meta["result"])
+    try:
+        network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        optimizer.load_state_dict(_optimizer_from_tensors(tensors, meta["optimizer"]))
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError):
+        raise CheckpointError(
+            f"{path}: its weights or optimizer state do not fit the run (a damaged or"
+            " hand-edited checkpoint): start a new run, or restore the file from a copy"
+        ) from None
+    return result
 
 
 def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
@@ -142,7 +184,10 @@ def trained_config(meta: dict[str, Any]) -> TrainConfig:
     checkpoints carry no settings at all.
     """
     values = meta.get("config")
-    config = TrainConfig.from_dict(values if isinstance(values, dict) else {})
+    try:
+        config = TrainConfig.from_dict(values if isinstance(values, dict) else {})
+    except CnnlabError as exc:
+        raise CheckpointError(f"this network's saved settings are damaged: {exc}") from None
     trained_on = meta.get("dataset")
     if config.data is None and isinstance(trained_on, str):
         if trained_on in DATASETS:

@@ -272,8 +272,12 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] = print,
     every: StepHook | None = None,
+    starting: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train ``network`` on ``data.train`` with the settings of ``config``; see the module doc.
+
+    ``starting()`` is called once everything is checked and a resumed run restored, just
+    before the first step (to announce the run: one that cannot start says only why).
 
     In a process group (torchrun, see ``distributed.py``) every process calls this alike
     and they train one network together; only the first writes ``out`` and logs.
@@ -333,6 +337,8 @@ def fit(
     )
 
     measure = partial(_shared_accuracy, network, config, team)
+    if starting is not None:
+        starting()
     for epoch in range(len(result.history) + 1, config.epochs + 1):
         row: dict[str, Any] = {"epoch": epoch, **stepper.epoch(epoch, progress)}
         started = time.perf_counter()
