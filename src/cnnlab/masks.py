@@ -91,9 +91,9 @@ def parse_kernel(text: str) -> Tensor:
             rows = [
                 [float(v) for v in re.split(r"[\s,]+", row.strip()) if v] for row in text.split(";")
             ]
-    except (json.JSONDecodeError, ValueError):
+    except (json.JSONDecodeError, ValueError, RecursionError):
         raise CnnlabError(
-            f"cannot read the mask {text!r}: write rows like '1 2 1; 0 0 0'"
+            f"cannot read the mask {text[:40]!r}: write rows like '1 2 1; 0 0 0'"
         ) from None
     valid = (
         isinstance(rows, list)

@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from .errors import CheckpointError, SpecError
+from .errors import CheckpointError, CnnlabError, SpecError
 from .files import write_atomically
 from .kernels import get_ops
 from .layers import DROPOUT_STYLES, Conv, ConvPool, Layer, LocallyConnected, Shape, Softmax
@@ -364,7 +364,13 @@ def _check_normalize(normalize: Any, depth: int) -> dict[str, list[float]] | Non
 def save_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> None:
     """safetensors file with JSON metadata, written to a temp file and renamed into place."""
     header = {METADATA_KEY: json.dumps({"format": FORMAT_VERSION, **metadata})}
-    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    try:
+        write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    except (OSError, SafetensorError) as exc:  # a full disk, a folder that went away, …
+        raise CnnlabError(
+            f"could not write {path} ({str(exc)[:120]}); the file it would have replaced is"
+            " unchanged: make room, then continue with --resume"
+        ) from None
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:

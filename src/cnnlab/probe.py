@@ -201,8 +201,23 @@ def training_history(run_dir: str | Path) -> list[dict[str, Any]]:
         raise CnnlabError(f"{path}: cannot read ({exc})") from None
     try:
         rows = [json.loads(line) for line in lines if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise CnnlabError(f"{path}: not a metrics log ({exc})") from None
-    if not all(isinstance(row, dict) and "epoch" in row for row in rows):
-        raise CnnlabError(f"{path}: not a metrics log (rows without an epoch)")
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CnnlabError(f"{path}: not a metrics log ({str(exc)[:80]})") from None
+    if not all(isinstance(row, dict) and _is_epoch(row) for row in rows):
+        raise CnnlabError(
+            f"{path}: not a metrics log (an epoch without its loss and accuracies): a run"
+            " folder's metrics.jsonl is written by `cnnlab train`"
+        )
     return rows
+
+
+def _is_epoch(row: dict[str, Any]) -> bool:
+    """A metrics row with the numbers the curves draw (validation may be absent)."""
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    needed = ("epoch", "train_loss", "train_accuracy", "test_accuracy")
+    return all(number(row.get(k)) for k in needed) and (
+        row.get("validation_accuracy") is None or number(row["validation_accuracy"])
+    )

@@ -173,6 +173,36 @@ def _draw_filters(model: Path, picture: Path) -> None:
     plots.save(plots.filters_figure(banks), picture)
 
 
+def _read_results(path: Path) -> dict[str, Any]:
+    """results.json as ``reproduce`` wrote it, or a CnnlabError saying it is damaged."""
+    try:
+        results = json.loads(path.read_text())
+        ok = isinstance(results, dict) and isinstance(results.get("mode"), str)
+        rows = results.get("rows") if ok else None
+        ok = isinstance(rows, dict) and all(_is_row(row) for row in rows.values())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        ok = False
+    if not ok:
+        raise CnnlabError(
+            f"{path} is damaged: delete it and run again (finished runs in the seed folders are"
+            " reused, not trained again)"
+        )
+    return results
+
+
+def _is_row(row: Any) -> bool:
+    """A finished row of results.json, with the numbers results.md shows."""
+    numbers = ("published", "measured", "mean", "std", "seconds")
+    return (
+        isinstance(row, dict)
+        and all(isinstance(row.get(k), (int, float)) for k in numbers)
+        and isinstance(row.get("runs"), list)
+        and isinstance(row.get("settings"), dict)
+        and isinstance(row["settings"].get("epochs"), int)
+        and all(isinstance(row.get(k), str) for k in ("architecture", "command"))
+    )
+
+
 def results_table(results: dict[str, Any]) -> str:
     """results.md: the chapter's table with cnnlab's figures beside the published ones."""
     lines = [
@@ -222,7 +252,7 @@ def reproduce(
         raise CnnlabError(f"unknown rows {', '.join(unknown)}: choose from {', '.join(ROW_NAMES)}")
     out = Path(out)
     path = out / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {"mode": mode, "rows": {}}
+    results = _read_results(path) if path.exists() else {"mode": mode, "rows": {}}
     if results["mode"] != mode:
         raise CnnlabError(f"{out} holds {results['mode']} results; use another --out for {mode}")
     for row in ROWS:
@@ -231,7 +261,7 @@ def reproduce(
         log(f"row {row.name}: preset {row.preset}, published {row.published:.2%}")
         finished = reproduce_row(row, mode, runs, out, log)
         if path.exists():  # another process may have finished other rows meanwhile
-            results = json.loads(path.read_text())
+            results = _read_results(path)
         results["rows"][row.name] = finished
         text = json.dumps(results, indent=1)
         write_atomically(path, lambda tmp, text=text: tmp.write_text(text))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,9 @@ import numpy as np
 from ..errors import DataError
 
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# The largest file of the MNIST family decompresses to 47,040,016 bytes; anything that
+# inflates much further is not one of them (a decompression bomb is stopped here).
+MAX_IDX_BYTES = 64 * 2**20
 
 
 def parse_idx(data: bytes, what: str = "IDX data") -> np.ndarray:
@@ -26,7 +30,7 @@ def parse_idx(data: bytes, what: str = "IDX data") -> np.ndarray:
         raise DataError(f"{what}: truncated IDX header")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(IDX_DTYPES[type_code])
-    expected = header + int(np.prod(dims)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize
     if len(data) != expected:
         raise DataError(
             f"{what}: IDX file of shape {dims} should be {expected:,} bytes, it is {len(data):,}"
@@ -40,8 +44,23 @@ def read_idx(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    return parse_idx(raw, str(path))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return parse_idx(gunzip(raw, str(path)), str(path))
+
+
+def gunzip(raw: bytes, what: str, limit: int = MAX_IDX_BYTES) -> bytes:
+    """``raw`` decompressed if it is gzip data (else as it is), never to more than ``limit``
+    bytes; a corrupt stream is a DataError."""
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    inflater = zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer
+    try:
+        data = inflater.decompress(raw, limit + 1)
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise DataError(f"{what}: decompresses to more than {limit:,} bytes: not an IDX file")
+        if not inflater.eof:
+            raise DataError(f"{what}: the gzip data is cut short (fetch it again)")
+    except zlib.error as exc:
+        raise DataError(f"{what}: corrupt gzip data ({exc}): fetch it again") from None
+    return data

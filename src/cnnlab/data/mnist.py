@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import DataError
 from .cache import Arrays
-from .idx import parse_idx, read_idx
+from .idx import gunzip, parse_idx, read_idx
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -125,7 +125,7 @@ def download_idx(name: str) -> Arrays:
                 data = _download(base + stem + ".gz")
                 if not _digest(data, CHECKSUMS[name][key]):
                     raise DataError(f"{base}{stem}.gz failed its checksum")
-                arrays[key] = parse_idx(gzip.decompress(data), stem)
+                arrays[key] = parse_idx(gunzip(data, stem), stem)
             return _check_arrays(arrays, base)
         except (urllib.error.URLError, OSError, DataError) as exc:
             problems.append(f"{base}: {getattr(exc, 'reason', exc)}")
