@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sys
 import threading
@@ -31,6 +32,8 @@ from cnnlab.predict import labels, probabilities
 from cnnlab.runs import MODEL
 from cnnlab.web import ServedFolder, create_app
 from cnnlab.web.server import start
+
+from .conftest import small_network
 
 LIMIT = 200_000  # bytes: a small upload limit keeps the oversized request small too
 
@@ -472,3 +475,65 @@ def test_deeply_nested_json_is_a_400_not_a_crash(client, depth):
     body = '{"pixels": ' + "[" * depth + "0" + "]" * depth + "}"
     answer = client.post("/api/analyze", data=body, content_type="application/json")
     assert answer.status_code == 400 and "error" in answer.get_json()
+
+
+def test_a_checkpoint_swapped_for_a_symlink_while_serving_is_never_read(tmp_path, trained_run):
+    """The listing and the open are separate moments; whatever happens between them, nothing
+    outside the served folder is read."""
+    served = tmp_path / "served"
+    served.mkdir()
+    inside = (trained_run / MODEL).read_bytes()
+    (served / "x.safetensors").write_bytes(inside)
+    outside = tmp_path / "outside.safetensors"
+    small_network(arch="fc7-softmax10").save(outside)  # recognisable: a 7-unit layer
+    client = create_app(ServedFolder(served)).test_client()
+    stop = threading.Event()
+
+    def swap() -> None:
+        for turn in range(100_000):
+            if stop.is_set():
+                return
+            staged = served / f".staged-{turn}"
+            if turn % 2:
+                staged.write_bytes(inside)
+            else:
+                staged.symlink_to(outside)
+            os.replace(staged, served / "x.safetensors")
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        statuses = []
+        for _ in range(300):
+            response = client.get("/api/network?checkpoint=x.safetensors")
+            statuses.append(response.status_code)
+            assert "fc7-" not in json.dumps(response.json)
+    finally:
+        stop.set()
+        swapper.join()
+    assert set(statuses) <= {200, 404} and 200 in statuses
+
+
+def test_a_post_from_another_web_site_is_refused(client):
+    pixels = {"pixels": [[0] * 28] * 28}
+    other = client.post("/api/analyze", json=pixels, headers={"Origin": "http://evil.example"})
+    assert other.status_code == 403 and "other web sites" in other.json["error"]
+    same = client.post("/api/analyze", json=pixels, headers={"Origin": "http://localhost"})
+    assert same.status_code == 200 and "Access-Control-Allow-Origin" not in same.headers
+
+
+def test_a_client_that_sends_half_a_request_is_let_go(trained_run, monkeypatch):
+    import socket
+
+    from cnnlab.web import server
+
+    monkeypatch.setattr(server._Handler, "timeout", 0.5)
+    running = server.start(ServedFolder(trained_run), port=0)
+    thread = threading.Thread(target=running.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as slow:
+            slow.sendall(b"GET /api/checkpoints HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never ends
+            assert slow.recv(1024) == b""  # the server closed it after its timeout
+    finally:
+        running.shutdown()

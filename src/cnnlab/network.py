@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
@@ -260,12 +261,16 @@ class Network(nn.Module):
         save_tensors(path, tensors, {"spec": self.spec(), **(metadata or {})})
 
     @classmethod
-    def load(cls, path: str | Path, kernels: str = "native") -> tuple[Network, dict[str, Any]]:
+    def load(
+        cls, path: str | Path, kernels: str = "native", content: bytes | None = None
+    ) -> tuple[Network, dict[str, Any]]:
         """Read a network saved by ``save``; returns it with the file's metadata.
 
-        With native kernels it comes laid out channels-last, for fast inference on CPUs.
+        ``content``, if given, is the file's bytes, already read (by a caller that must
+        check where they come from); ``path`` then only names it in messages. With native
+        kernels the network comes laid out channels-last, for fast inference on CPUs.
         """
-        tensors, meta = load_tensors(path)
+        tensors, meta = load_tensors(path, content)
         if not isinstance(meta.get("spec"), dict):
             raise CheckpointError(f"{path}: no network spec in this file")
         weights = {
@@ -361,6 +366,20 @@ def _check_normalize(normalize: Any, depth: int) -> dict[str, list[float]] | Non
     return values
 
 
+def _header_metadata(content: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of safetensors bytes: an 8-byte little-endian header length, then
+    the header's JSON (the format's specification)."""
+    length = int.from_bytes(content[:8], "little")
+    if len(content) < 8 + length:
+        raise ValueError("the header runs past the end of the file")
+    try:
+        header = json.loads(content[8 : 8 + length])
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ValueError("the header is not JSON") from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def save_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> None:
     """safetensors file with JSON metadata, written to a temp file and renamed into place."""
     header = {METADATA_KEY: json.dumps({"format": FORMAT_VERSION, **metadata})}
@@ -373,17 +392,23 @@ def save_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[st
         ) from None
 
 
-def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Tensors and metadata of a cnnlab safetensors file; CheckpointError if it is not one."""
+def load_tensors(
+    path: str | Path, content: bytes | None = None
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors and metadata of a cnnlab safetensors file (or of its ``content``, already read);
+    CheckpointError if it is not one."""
     path = Path(path)
-    if path.is_dir():
+    if content is None and path.is_dir():
         raise CheckpointError(f"{path} is a folder: name a .safetensors file in it")
-    if not path.exists():
+    if content is None and not path.exists():
         raise CheckpointError(f"{path}: no such file")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        if content is None:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        else:
+            tensors, header = safetensors_load(content), _header_metadata(content)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable cnnlab checkpoint ({exc})") from None
     try:

@@ -194,13 +194,18 @@ def training_history(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir)
     path = path / METRICS if path.is_dir() else path
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
     except FileNotFoundError:
         raise CnnlabError(f"{path}: no such file (a run folder holds {METRICS})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CnnlabError(f"{path}: cannot read ({exc})") from None
+    return parse_history(text, path)
+
+
+def parse_history(text: str, path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a metrics log's ``text``; CnnlabError unless every row is an epoch's."""
     try:
-        rows = [json.loads(line) for line in lines if line.strip()]
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     except (json.JSONDecodeError, RecursionError) as exc:
         raise CnnlabError(f"{path}: not a metrics log ({str(exc)[:80]})") from None
     if not all(isinstance(row, dict) and _is_epoch(row) for row in rows):

@@ -97,10 +97,10 @@ def read_run(out: str | Path) -> tuple[dict[str, Any], TrainConfig]:
     """The network spec and settings of the run saved in folder ``out`` (for --resume)."""
     path = _checkpoint_in(out)
     _, meta = load_tensors(path)
-    return _run_parts(meta, path)[:2]
+    return run_parts(meta, path)[:2]
 
 
-def _run_parts(meta: dict[str, Any], path: Path) -> tuple[dict[str, Any], TrainConfig, TrainResult]:
+def run_parts(meta: dict[str, Any], path: Path) -> tuple[dict[str, Any], TrainConfig, TrainResult]:
     """Spec, settings and results of a run's checkpoint, each checked for its type."""
     missing = [key for key in ("spec", "config", "result", "optimizer") if key not in meta]
     if missing or not isinstance(meta["spec"], dict) or not isinstance(meta["optimizer"], dict):
@@ -156,7 +156,7 @@ def _checkpoint_in(out: str | Path) -> Path:
 def restore(out: Path, network: Network, optimizer: torch.optim.Optimizer) -> TrainResult:
     path = _checkpoint_in(out)
     tensors, meta = load_tensors(path)
-    spec, _, result = _run_parts(meta, path)
+    spec, _, result = run_parts(meta, path)
     if spec != network.spec():
         raise CheckpointError(f"{out}: the saved run is of a different network")
     try:

@@ -225,7 +225,9 @@ def create_app(
     Only requests naming one of ``hosts`` in their Host header are answered (None: any), so a
     web page whose own name resolves to this machine (DNS rebinding) cannot read the API; and
     at most ``max_busy`` pictures are decoded and analysed at once, the rest told to retry
-    (503), so a burst of uploads cannot take the memory of the machine.
+    (503), so a burst of uploads cannot take the memory of the machine. The API is for the
+    page it serves: no CORS headers are sent, and a POST whose Origin is another site is
+    refused (403), so another page open in the browser cannot make it work.
     """
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_upload
@@ -237,6 +239,13 @@ def create_app(
     def check_host() -> tuple[Response, int] | None:
         if hosts is not None and urlsplit("//" + request.host).hostname not in hosts:
             return jsonify(error=f"this explorer answers requests for {sorted(hosts)[0]} only"), 400
+        origin = request.headers.get("Origin")
+        if (
+            request.method == "POST"
+            and origin is not None
+            and urlsplit(origin).netloc != request.host
+        ):
+            return jsonify(error="requests from other web sites are refused"), 403
         return None
 
     def heavy(work: Callable[[], Response]) -> Response | tuple[Response, int]:

@@ -2,8 +2,10 @@
 
 A checkpoint or run is named by its path relative to the folder, and a name is
 accepted only if it is one the listing produced. The listing walks the folder
-without following symlinked folders and drops files whose real path leaves it,
-so '..', absolute paths and escaping symlinks can never name a file.
+without following symlinks (symlinked files and folders are not served), so
+'..', absolute paths and symlinks can never name a file. A file is then read
+by opening each part of its path relative to the folder, none of them a
+symlink: one swapped for a symlink after the listing is refused, not followed.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CnnlabError
-from ..network import Network
-from ..probe import training_history
-from ..runs import CHECKPOINT, METRICS, MODEL, read_run
+from ..network import Network, load_tensors
+from ..probe import parse_history
+from ..runs import CHECKPOINT, METRICS, MODEL, run_parts
 
 MAX_DEPTH = 4  # folders below the served one that are searched
 MAX_FILES = 1000  # files looked at per listing, so a huge folder cannot stall a request
+MAX_READ = 512 * 2**20  # bytes of one file read for a request
 
 
 class NotServed(CnnlabError):
@@ -77,7 +80,7 @@ class ServedFolder:
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
             for name in sorted(files):
                 path = Path(directory) / name
-                if path.resolve().is_relative_to(self.root) and path.is_file():
+                if not path.is_symlink() and path.is_file():
                     found.append(path)
                 if len(found) >= MAX_FILES:
                     return found
@@ -126,7 +129,7 @@ class ServedFolder:
         with self._lock:
             cached = self._networks.get(entry.name)
             if cached is None or cached[0] != stamp:
-                cached = (stamp, Network.load(entry.path))
+                cached = (stamp, Network.load(entry.name, content=self.read(entry.path)))
                 self._networks[entry.name] = cached
         network, meta = cached[1]
         return entry.name, network, meta
@@ -137,8 +140,30 @@ class ServedFolder:
         return {
             "name": entry.name,
             "epochs": self._planned_epochs(entry.path),
-            "history": training_history(entry.path),
+            "history": parse_history(self.read(entry.path / METRICS).decode(), entry.name),
         }
+
+    def read(self, path: Path) -> bytes:
+        """The bytes of ``path``, a file below the root, opened part by part without following
+        any symlink (see the module doc)."""
+        parts = path.relative_to(self.root).parts
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+        descriptor = os.open(self.root, flags | getattr(os, "O_DIRECTORY", 0))
+        try:
+            for part in parts[:-1]:
+                inner = os.open(part, flags | getattr(os, "O_DIRECTORY", 0), dir_fd=descriptor)
+                os.close(descriptor)
+                descriptor = inner
+            inner = os.open(parts[-1], flags, dir_fd=descriptor)
+        except OSError:
+            raise NotServed(f"{path.name}: not a file inside the served folder") from None
+        finally:
+            os.close(descriptor)
+        with os.fdopen(inner, "rb") as file:
+            content = file.read(MAX_READ + 1)
+        if len(content) > MAX_READ:
+            raise NotServed(f"{path.name}: larger than the explorer reads ({MAX_READ:,} bytes)")
+        return content
 
     def _planned_epochs(self, run: Path) -> int | None:
         path = run / CHECKPOINT
@@ -148,7 +173,8 @@ class ServedFolder:
         with self._lock:
             cached = self._epochs.get(str(run))
         if cached is None or cached[0] != stamp:
-            cached = (stamp, read_run(run)[1].epochs)
+            _, meta = load_tensors(path.relative_to(self.root), self.read(path))
+            cached = (stamp, run_parts(meta, path.relative_to(self.root))[1].epochs)
             with self._lock:
                 self._epochs[str(run)] = cached
         return cached[1]

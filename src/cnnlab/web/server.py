@@ -7,11 +7,18 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from ..errors import CnnlabError
 from .app import LOOPBACK_NAMES, create_app
 from .folder import ServedFolder
+
+
+class _Handler(WSGIRequestHandler):
+    """A request handler that gives up on a client silent for ``timeout`` seconds, so clients
+    that send half a request cannot hold the server's threads."""
+
+    timeout = 15
 
 
 def start(folder: ServedFolder, host: str = "127.0.0.1", port: int = 8000) -> BaseWSGIServer:
@@ -32,7 +39,9 @@ def start(folder: ServedFolder, host: str = "127.0.0.1", port: int = 8000) -> Ba
         # on a loopback address only loopback names are answered; elsewhere the user chose who
         hosts = LOOPBACK_NAMES if host in LOOPBACK_NAMES else None
         app = create_app(folder, hosts=hosts)
-        return make_server(host, port, app, threaded=True, fd=listener.fileno())
+        return make_server(
+            host, port, app, threaded=True, fd=listener.fileno(), request_handler=_Handler
+        )
 
 
 def serve(
