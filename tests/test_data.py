@@ -13,6 +13,7 @@ import pytest
 
 from cnnlab import data
 from cnnlab.data import idx, mnist
+from cnnlab.data import mnist as mnist_module
 from cnnlab.errors import DataError
 
 
@@ -44,14 +45,15 @@ def test_idx_reader_rejects_corrupt_files(mangle, message):
         idx.parse_idx(mangle(good))
 
 
-def write_idx_dir(folder, n_train=60_000, n_test=10_000, compress=True):
-    """IDX files of the full MNIST sizes; only the first images have content (fast to gzip)."""
+def write_idx_dir(folder, n_train=60_000, n_test=10_000, compress=True, arrays=None):
+    """IDX files of ``arrays``, or of made-up images of the full MNIST sizes (only the first
+    images have content: fast to gzip)."""
     rng = np.random.default_rng(0)
-    arrays = {
+    arrays = arrays or {
         "train_images": np.zeros((n_train, 28, 28), np.uint8),
-        "train_labels": rng.integers(0, 10, n_train),
+        "train_labels": rng.integers(0, 10, n_train).astype(np.uint8),
         "test_images": np.zeros((n_test, 28, 28), np.uint8),
-        "test_labels": rng.integers(0, 10, n_test),
+        "test_labels": rng.integers(0, 10, n_test).astype(np.uint8),
     }
     arrays["train_images"][:5] = rng.integers(0, 256, (5, 28, 28))
     arrays["test_images"][:5] = rng.integers(0, 256, (5, 28, 28))
@@ -64,15 +66,57 @@ def write_idx_dir(folder, n_train=60_000, n_test=10_000, compress=True):
     return arrays
 
 
+def canonical(name):
+    arrays, _ = data.fetch(name)
+    return {key: np.array(arrays[key]) for key in mnist.IDX_FILES}
+
+
 @pytest.mark.parametrize("compress", [True, False])
-def test_a_folder_of_idx_files_is_read_and_cached(tmp_path, monkeypatch, compress):
+def test_a_folder_of_idx_files_is_read_and_cached(tmp_path, monkeypatch, compress, mnist):
+    arrays = canonical("mnist")
+    arrays_dir = tmp_path / "files"
+    arrays_dir.mkdir()
+    for key, stem in mnist_module.IDX_FILES.items():
+        raw = idx_bytes(arrays[key])
+        path = arrays_dir / (f"{stem}.gz" if compress else stem)
+        path.write_bytes(gzip.compress(raw, 1) if compress else raw)
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
-    arrays = write_idx_dir(tmp_path, compress=compress)
-    got, source = data.fetch("mnist", from_path=tmp_path)
+    got, source = data.fetch("mnist", from_path=arrays_dir)
     assert np.array_equal(got["test_images"], arrays["test_images"])
     cached, _ = data.fetch("mnist")  # now from the cache, no folder needed
     assert np.array_equal(cached["train_labels"], arrays["train_labels"])
-    assert str(tmp_path) in source
+    assert str(arrays_dir) in source
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("mnist", lambda folder: write_idx_dir(folder)),  # random pixels, random labels
+        ("fashion-mnist", lambda folder: write_idx_dir(folder, arrays=canonical("mnist"))),
+    ],
+)
+def test_files_that_are_not_the_data_set_are_refused_and_the_cache_kept(
+    tmp_path, monkeypatch, name, make, mnist
+):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    good = b"the good cache, untouched"
+    (cache / f"{name}.npz").write_bytes(good)
+    monkeypatch.setenv("CNNLAB_CACHE", str(cache))
+    make(tmp_path)
+    with pytest.raises(DataError, match=f"are not {name}'s"):
+        data.fetch(name, from_path=tmp_path)
+    assert (cache / f"{name}.npz").read_bytes() == good
+
+
+def test_labels_that_are_not_bytes_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    write_idx_dir(tmp_path, n_train=6, n_test=5)
+    nan = np.full(5, np.nan, np.float32).astype(">f4")
+    header = bytes([0, 0, 0x0D, 1]) + (5).to_bytes(4, "big")
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header + nan.tobytes()))
+    with pytest.raises(DataError, match="not one byte"):
+        mnist_module.read_idx_dir(tmp_path)
 
 
 def test_a_folder_with_too_few_images_is_refused_and_not_cached(tmp_path, monkeypatch):

@@ -49,6 +49,26 @@ CHECKSUMS = {
         "test_labels": "md5:bb300cfdad3c16e7a12a480ee83cd310",
     },
 }
+# SHA-256 of each data set's arrays once decompressed (their uint8 bytes in file order), so
+# that files from anywhere — a folder the user names, Debian's package, a recompressed copy —
+# are checked against the data set itself, not only against one compressed file's checksum.
+# MNIST's were computed from the SHA-256-verified mnist.pkl.gz below, which holds the canonical
+# bytes exactly; Fashion-MNIST's from Debian's dataset-fashion-mnist package
+# (0.0~git20200523.55506a9-1), whose files Debian recompressed from the publisher's.
+CONTENT_SHA256 = {
+    "mnist": {
+        "train_images": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+        "train_labels": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+        "test_images": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+        "test_labels": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+    },
+    "fashion-mnist": {
+        "train_images": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+        "train_labels": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+        "test_images": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+        "test_labels": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
+    },
+}
 MIRRORS = {
     "mnist": [
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -84,8 +104,20 @@ def _check_arrays(arrays: Arrays, origin: str) -> Arrays:
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
         if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
             raise DataError(f"{origin}: {part} images have shape {images.shape}, not N×28×28 uint8")
-        if labels.shape != (images.shape[0],) or labels.min() < 0 or labels.max() > 9:
-            raise DataError(f"{origin}: {part} labels do not match the images")
+        if labels.dtype != np.uint8 or labels.shape != (images.shape[0],) or labels.max() > 9:
+            raise DataError(f"{origin}: {part} labels are not one byte 0…9 per image")
+    return arrays
+
+
+def verify_content(name: str, arrays: Arrays, origin: str) -> Arrays:
+    """The arrays must be the data set's own (``CONTENT_SHA256``): random pixels, wrong labels or
+    another data set's files are refused before anything is cached."""
+    for key, expected in CONTENT_SHA256[name].items():
+        if hashlib.sha256(np.ascontiguousarray(arrays[key]).tobytes()).hexdigest() != expected:
+            raise DataError(
+                f"{origin}: its {key.replace('_', ' ')} are not {name}'s (their content differs"
+                f" from the published data set's): get the canonical files of {name} again"
+            )
     return arrays
 
 
@@ -126,7 +158,7 @@ def download_idx(name: str) -> Arrays:
                 if not _digest(data, CHECKSUMS[name][key]):
                     raise DataError(f"{base}{stem}.gz failed its checksum")
                 arrays[key] = parse_idx(gunzip(data, stem), stem)
-            return _check_arrays(arrays, base)
+            return verify_content(name, _check_arrays(arrays, base), base)
         except (urllib.error.URLError, OSError, DataError) as exc:
             problems.append(f"{base}: {getattr(exc, 'reason', exc)}")
     raise DataError("download failed: " + "; ".join(problems))
@@ -221,7 +253,8 @@ def _check_counts(arrays: Arrays, origin: str) -> Arrays:
 
 def read_from(name: str, directory: str | Path) -> Arrays:
     """The four IDX files of a full data set from a folder the user names."""
-    return _check_counts(read_idx_dir(directory), str(directory))
+    arrays = _check_counts(read_idx_dir(directory), str(directory))
+    return verify_content(name, arrays, str(directory))
 
 
 def sources(name: str) -> list[tuple[str, Callable[[], Arrays]]]:
@@ -229,7 +262,7 @@ def sources(name: str) -> list[tuple[str, Callable[[], Arrays]]]:
     found: list[tuple[str, Callable[[], Arrays]]] = []
     debian = DEBIAN_DIRS.get(name)
     if debian is not None and debian.is_dir():
-        found.append((f"Debian package files in {debian}", lambda: read_idx_dir(debian)))
+        found.append((f"Debian package files in {debian}", lambda: read_from(name, debian)))
     found.append((f"download from {MIRRORS[name][0]}", lambda: download_idx(name)))
     if name == "mnist":
         found.append(
