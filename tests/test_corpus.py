@@ -4,8 +4,11 @@ never another exception."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +18,9 @@ from safetensors.torch import save_file
 
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
-from cnnlab.errors import CnnlabError
+from cnnlab.data.idx import gunzip, parse_idx
+from cnnlab.errors import CnnlabError, DataError
+from cnnlab.images import load_picture
 from cnnlab.network import Network, load_tensors, save_tensors
 from cnnlab.runs import CHECKPOINT, read_run
 
@@ -210,3 +215,50 @@ def test_any_value_in_a_run_checkpoint_gives_settings_or_a_refusal(
     except CnnlabError:
         return
     assert isinstance(spec, dict) and isinstance(config, TrainConfig)
+
+
+@settings(max_examples=200, deadline=None)
+@given(layers=st.lists(JSON, max_size=4), shape=JSON)
+def test_any_spec_builds_a_network_or_is_refused(layers, shape):
+    try:
+        network = Network.shapes_only({"input": shape, "layers": layers})
+    except CnnlabError:
+        return
+    assert network.summary()
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=64), dims=st.lists(st.integers(0, 2**32 - 1), max_size=4))
+def test_any_idx_header_gives_an_array_or_a_refusal(data, dims):
+    header = bytes([0, 0, 0x08, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    for raw in (data, header + data, gzip.compress(header + data)[: len(data) + 10]):
+        try:
+            array = parse_idx(gunzip(raw, "random"))
+        except DataError:
+            continue
+        assert array.size * array.itemsize <= len(raw) * 1000 + 64
+
+
+def png(size=(20, 16), mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, "white").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
+    cut=st.integers(0, 10_000),
+)
+def test_a_mutated_picture_is_read_or_refused(flips, cut, tmp_path_factory):
+    raw = bytearray(png())
+    for where, value in flips:
+        raw[where % len(raw)] = value
+    path = tmp_path_factory.mktemp("pic") / "mutated.png"
+    path.write_bytes(bytes(raw[: max(cut, 8)]))
+    for shape in ((3, 8, 8), (1, 28, 28)):
+        try:
+            pixels = load_picture(path, shape)
+        except CnnlabError:
+            continue
+        assert pixels.shape == shape and pixels.dtype == np.uint8
