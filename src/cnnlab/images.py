@@ -30,6 +30,9 @@ SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 DEEP_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 PICTURE_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
+# Pictures are used at 64×64 at most and digits fitted into 20×20: a larger picture is shrunk
+# to this side right after decoding, so its copies while converting stay small.
+MAX_DECODED_SIDE = 1024
 
 
 def open_picture(path: str | Path) -> Image.Image:
@@ -50,7 +53,9 @@ def is_colour(image: Image.Image) -> bool:
 
 def levels(image: Image.Image, colour: bool) -> Image.Image:
     """The picture as 8-bit "RGB" (``colour``) or "L", whatever its mode (see the module doc)."""
-    image = ImageOps.exif_transpose(image)
+    image.load()
+    ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of a large picture
+    image = _shrunk(image)
     if image.mode in DEEP_GREY:
         pixels = np.asarray(image, dtype=np.float32)
         if image.mode == "F":
@@ -62,6 +67,19 @@ def levels(image: Image.Image, colour: bool) -> Image.Image:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
     return image.convert("RGB" if colour else "L")
+
+
+def _shrunk(image: Image.Image) -> Image.Image:
+    """``image`` reduced by a whole factor (box filter) to at most MAX_DECODED_SIDE a side."""
+    factor = -(-max(image.size) // MAX_DECODED_SIDE)
+    if factor <= 1:
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    try:
+        return image.reduce(factor)
+    except ValueError:  # a mode Pillow cannot reduce (rare 16-bit variants): keep it whole
+        return image
 
 
 def fit_picture(image: Image.Image, size: tuple[int, int], colour: bool) -> np.ndarray:
