@@ -262,3 +262,55 @@ def test_a_mutated_picture_is_read_or_refused(flips, cut, tmp_path_factory):
         except CnnlabError:
             continue
         assert pixels.shape == shape and pixels.dtype == np.uint8
+
+
+def _gzip_files(folder, content: bytes) -> None:
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):  # fmt: skip
+        (folder / f"{stem}.gz").write_bytes(content)
+
+
+COMMAND_CASES = {
+    "more units than any count": lambda tmp: ["summary", "--arch", "fc" + "9" * 40],
+    "weights beyond PyTorch's counting": lambda tmp: [
+        "summary",
+        "--arch",
+        "fc2147483647-fc2147483647-softmax10",
+        "--input",
+        "4096x65536x65536",
+    ],
+    "an ensemble of no members": lambda tmp: ["ensemble", "train", "--members", "0"],
+    "a mask nested 50,000 deep": lambda tmp: [
+        "filter",
+        "x.png",
+        "--kernel",
+        "[" * 50_000 + "]" * 50_000,
+        "--out",
+        tmp / "f.png",
+    ],
+    "a corrupt gzip file": lambda tmp: (
+        _gzip_files(tmp, b"\x1f\x8b\x08\x00garbage" * 10),
+        ["data", "fetch", "mnist", "--from", tmp],
+    )[1],
+    "a gzip bomb": lambda tmp: (
+        _gzip_files(tmp, gzip.compress(bytes(200 * 2**20), 1)),
+        ["data", "fetch", "mnist", "--from", tmp],
+    )[1],
+    "a metrics log without losses": lambda tmp: (
+        (tmp / "metrics.jsonl").write_text('{"epoch": 1}\n'),
+        ["show", "curves", tmp],
+    )[1],
+    "a damaged results.json": lambda tmp: (
+        (tmp / "results.json").write_text('{"rows": [1, 2'),
+        ["reproduce", "--quick", "--rows", "conv1", "--out", tmp],
+    )[1],
+}
+
+
+@pytest.mark.parametrize("case", COMMAND_CASES)
+def test_a_malformed_command_or_file_is_refused_in_one_line(case, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    Image.new("L", (8, 8)).save(tmp_path / "x.png")
+    monkeypatch.chdir(tmp_path)
+    one_line_refusal(capsys, *COMMAND_CASES[case](tmp_path))
+    assert not (tmp_path / "cache" / "mnist.npz").exists()

@@ -392,6 +392,8 @@ def _epochs(n: int) -> str:
 
 # ---- ensembles and the chapter's table ------------------------------------------------------
 def _ensemble_train(args: argparse.Namespace) -> None:
+    if args.members < 1:
+        raise CnnlabError("--members must be at least 1")
     plan = _train_setup(args)
     config = plan.config
     out = Path(args.out or f"runs/{plan.name}-ensemble")

@@ -45,9 +45,14 @@ def _check_activation(activation: str) -> str:
     return activation
 
 
+MAX_SIZE = 2**31 - 1  # of any count or side in a spec: far beyond any network that fits a machine
+
+
 def _check_positive(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_SIZE:
+        raise SpecError(
+            f"{name} must be a whole number from {minimum} to {MAX_SIZE:,}, got {value!r}"
+        )
     return value
 
 

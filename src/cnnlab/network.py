@@ -79,6 +79,11 @@ class Network(nn.Module):
                 shape = layer.build(shape)
             except SpecError as exc:
                 raise SpecError(f"layer {index}: {exc}") from None
+            except RuntimeError:  # PyTorch cannot even describe tensors of that many elements
+                raise SpecError(
+                    f"layer {index} ({layer.kind}): its weights would have more elements than"
+                    " PyTorch can count: make it smaller"
+                ) from None
             layer.dropout_style = dropout_style
         self.dropout_style = dropout_style
         self.normalize = _check_normalize(normalize, self.input_shape[0])
