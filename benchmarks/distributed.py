@@ -13,7 +13,8 @@ clock of the whole command, and the ratio one/N measured seed by seed.
 Part 2 says when communication would dominate on a cluster. Per step, data
 parallelism all-reduces every gradient (4 bytes a parameter, fp32); a ring
 all-reduce sends 2·(N−1)/N of those bytes from each process, plus the batch-norm
-sums (3 numbers a channel, forward and backward). The compute time of a step
+sums (3 numbers a channel, forward and backward) and running averages (2 a
+channel, broadcast before each forward). The compute time of a step
 is measured here (one process, all threads, the preset's mini-batch and
 precision, on random inputs of the preset's shape); on N such machines each
 computes 1/N of it. Communication dominates below the bandwidth at which
@@ -148,7 +149,9 @@ def part_two(presets: list[str], processes: list[int]) -> None:
         seconds, parameters, channels, batch = step_seconds(preset)
         cells = []
         for n in processes:
-            sent = 2 * (n - 1) / n * 4 * parameters + 2 * 4 * 3 * channels
+            # gradients (ring all-reduce), batch-norm sums (3 a channel, forward and backward),
+            # running averages broadcast before each forward (2 a channel)
+            sent = 2 * (n - 1) / n * 4 * parameters + 4 * channels * (3 * 2 + 2)
             bandwidth = sent / (seconds / n)  # bytes/s at which sending takes as long as computing
             cells.append(f"{sent / 1e6:>14.2f} MB{bandwidth * 8 / 1e9:>12.2f} Gbit/s")
         print(
