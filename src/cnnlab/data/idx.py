@@ -29,6 +29,8 @@ def parse_idx(data: bytes, what: str = "IDX data") -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{what}: truncated IDX header")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if 0 in dims:
+        raise DataError(f"{what}: IDX file of shape {dims} holds nothing")
     dtype = np.dtype(IDX_DTYPES[type_code])
     expected = header + math.prod(dims) * dtype.itemsize
     if len(data) != expected:
