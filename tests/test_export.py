@@ -35,7 +35,7 @@ def colour_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CNNLAB_CACHE", str(cache))
         make_folder(root, per_class=40, size=(16, 24))
-        out = root.parent / "run"
+        out = tmp_path_factory.mktemp("export-run") / "run"
         status = main(["train", "--data", str(root), "--arch", ARCH, "--epochs", "2",
                        "--batch-size", "16", "--lr", "0.05", "--normalize", "--split", "standard",
                        "--validation", "0", "--out", str(out), "--quiet"])  # fmt: skip

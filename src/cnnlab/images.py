@@ -16,6 +16,7 @@ centred by mass.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,16 @@ FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 DEEP_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-PICTURE_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
+# what Pillow raises on a damaged file: its PNG reader says SyntaxError for a broken chunk
+PICTURE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+)
 # Pictures are used at 64×64 at most and digits fitted into 20×20: a larger picture is shrunk
 # to this side right after decoding, so its copies while converting stay small.
 MAX_DECODED_SIDE = 1024
