@@ -17,14 +17,9 @@ from cnnlab.data import load_splits
 from cnnlab.network import Network
 
 from .test_folder import COLOURS, make_folder, picture
+from .test_pictures import run
 
 ARCH = "conv6x3p1-bn-pool2-fc16-softmax3"
-
-
-def run(capsys, *argv):
-    status = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.fixture(scope="module")
