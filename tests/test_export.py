@@ -32,7 +32,8 @@ def colour_run(tmp_path_factory):
         make_folder(root, per_class=40, size=(16, 24))
         out = tmp_path_factory.mktemp("export-run") / "run"
         status = main(["train", "--data", str(root), "--arch", ARCH, "--epochs", "2",
-                       "--batch-size", "16", "--lr", "0.05", "--normalize", "--split", "standard",
+                       "--batch-size", "16", "--lr", "0.05", "--normalize", "--tta", "flip",
+                       "--split", "standard",
                        "--validation", "0", "--out", str(out), "--quiet"])  # fmt: skip
         assert status == 0
         yield root, out, cache
@@ -61,8 +62,9 @@ def test_plain_onnxruntime_scores_the_test_set_as_cnnlab_evaluate_does(
     pixels = test.images.numpy().astype(np.float32) / 255
     (probabilities,) = session.run(None, {"pixels": pixels})
     accuracy = float((probabilities.argmax(1) == test.labels.numpy()).mean())
-    status, printed, _ = run(capsys, "evaluate", out)
+    status, printed, _ = run(capsys, "evaluate", out)  # with the run's test-time flips
     assert status == 0 and f"test accuracy: {accuracy:.2%}" in printed
+    assert session.get_modelmeta().custom_metadata_map["cnnlab.tta"] == "flip"
     np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
 
 
@@ -95,12 +97,14 @@ def test_predict_through_onnxruntime_says_what_the_checkpoint_says(
         "conv4x5s2p2-avgpool2-fc10:linear-softmax5",
     ],
 )
-def test_every_kind_of_layer_exports_and_agrees(arch, tmp_path):
+@pytest.mark.parametrize("tta", ["none", "flip+shifts"])
+def test_every_kind_of_layer_exports_and_agrees(arch, tta, tmp_path):
     spec = {"input": [3, 20, 18], "layers": parse_arch(arch),
             "normalize": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}}  # fmt: skip
     network = Network.create(spec, seed=1)
     images = torch.randint(0, 256, (40, 3, 20, 18), dtype=torch.uint8)
-    check = export.export_onnx(network, {"classes": list("abcde")}, tmp_path / "m.onnx", images)
+    meta = {"classes": list("abcde")}
+    check = export.export_onnx(network, meta, tmp_path / "m.onnx", images, tta)
     assert check.images == 40 and check.classes_differing == 0
     assert check.largest_difference <= export.TOLERANCE
 

@@ -545,13 +545,16 @@ def _export(args: argparse.Namespace) -> None:
     from .export import TOLERANCE, export_onnx
 
     network, meta = Network.load(_checkpoint(args.checkpoint))
-    _, data = _saved_data(meta, network, args)
+    config, data = _saved_data(meta, network, args)
+    tta = args.tta or config.tta
     test = data.test.images[: args.verify]
-    check = export_onnx(network, meta, args.out, test)
+    check = export_onnx(network, meta, args.out, test, tta)
+    views = "" if tta == "none" else f", averaged over test-time views ({tta}) as evaluate does"
     print(
         f"wrote {args.out}: ONNX, input float32 pixels in [0, 1] of batch ×"
         f" {'×'.join(map(str, network.input_shape))},"
-        f" output probabilities of {network.classes} classes; onnxruntime agrees with cnnlab on"
+        f" output probabilities of {network.classes} classes{views}; onnxruntime agrees with"
+        " cnnlab on"
         f" {check.images:,} test images of {data.name} (largest difference"
         f" {check.largest_difference:.1e} ≤ {TOLERANCE:g}, no class differs)"
     )
@@ -573,6 +576,12 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="where to write, e.g. model.onnx")
     p.add_argument(
         "--verify", type=_positive, default=1000, metavar="N", help="test images to verify on"
+    )
+    p.add_argument(
+        "--tta",
+        choices=TTA,
+        help="test-time views averaged inside the model (default: the run's own, as `cnnlab"
+        " evaluate` scores it; none: one view, the fastest)",
     )
     which = p.add_mutually_exclusive_group()
     which.add_argument(

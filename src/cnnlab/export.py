@@ -3,7 +3,9 @@
 The model takes float32 pixels in [0, 1], shaped (batch, depth, height, width)
 with any batch size, and gives the class probabilities (batch, classes). The
 network's own per-channel standardisation, if it has one, is part of the
-graph, so a user feeds it plain pixels prepared as ``cnnlab predict`` prepares
+graph, and so are the test-time views it is scored with (``tta``: by default
+the run's own, so the model answers as ``cnnlab evaluate`` and ``predict``
+do), so a user feeds it plain pixels prepared as ``cnnlab predict`` prepares
 them (see ``PREPARATION``). Class names, input shape, standardisation, data set
 and spec travel as the model's metadata (``cnnlab.*`` keys).
 
@@ -28,7 +30,7 @@ from torch import Tensor, nn
 from .errors import CnnlabError
 from .files import write_atomically
 from .network import Network
-from .predict import class_names, probabilities, reads_digits
+from .predict import class_names, probabilities, reads_digits, tta_name, views
 
 TOLERANCE = 1e-4
 INPUT, OUTPUT = "pixels", "probabilities"
@@ -50,20 +52,23 @@ def _needs(module: str) -> Any:
 
 
 class _Probabilities(nn.Module):
-    """The exported graph: the network's logits through softmax, in fp32."""
+    """The exported graph: the network's softmax in fp32, averaged over the test-time views."""
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: Network, tta: str) -> None:
         super().__init__()
-        self.network = network
+        self.network, self.tta = network, tta
 
     def forward(self, pixels: Tensor) -> Tensor:
-        return self.network(pixels).float().softmax(1)
+        shown = views(pixels, self.tta)
+        scores = self.network(torch.cat(shown)).float().softmax(1)
+        return scores.view(len(shown), pixels.shape[0], -1).mean(0)
 
 
-def metadata(network: Network, meta: dict[str, Any]) -> dict[str, str]:
+def metadata(network: Network, meta: dict[str, Any], tta: str = "none") -> dict[str, str]:
     """What a user of the ONNX file needs besides the graph, as string metadata."""
     kind = "digits" if reads_digits(network, meta) else "pictures"
     return {
+        "cnnlab.tta": tta,
         "cnnlab.classes": json.dumps(class_names(network, meta)),
         "cnnlab.input": json.dumps(list(network.input_shape)),
         "cnnlab.normalize": json.dumps(network.normalize),
@@ -82,12 +87,14 @@ class Verification:
 
 
 def export_onnx(
-    network: Network, meta: dict[str, Any], out: str | Path, images: Tensor
+    network: Network, meta: dict[str, Any], out: str | Path, images: Tensor, tta: str = "none"
 ) -> Verification:
-    """Write ``network`` to ``out`` as ONNX and verify it on ``images`` (uint8, N×D×H×W).
+    """Write ``network`` to ``out`` as ONNX, answering over the test-time views ``tta``, and
+    verify it on ``images`` (uint8, N×D×H×W).
 
     Nothing is left at ``out`` unless onnxruntime agrees with cnnlab on every image.
     """
+    tta = tta_name(tta)
     onnx = _needs("onnx")
     _needs("onnxscript")  # the torch.export-based exporter writes the graph with it
     network = network.cpu().use_channels_last(False).eval()
@@ -97,7 +104,7 @@ def export_onnx(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            _Probabilities(network),
+            _Probabilities(network, tta),
             (example,),
             dynamo=True,
             input_names=[INPUT],
@@ -106,11 +113,11 @@ def export_onnx(
             verbose=False,
         )
     model = program.model_proto
-    for key, value in metadata(network, meta).items():
+    for key, value in metadata(network, meta, tta).items():
         model.metadata_props.add(key=key, value=value)
     model.doc_string = "cnnlab network: float32 pixels in [0, 1] -> class probabilities"
     serialized = model.SerializeToString()
-    result = verify(serialized, network, images)
+    result = verify(serialized, network, images, tta)
     if result.largest_difference > TOLERANCE or result.classes_differing:
         raise CnnlabError(
             f"the exported model disagrees with cnnlab on {images.shape[0]:,} test images (largest"
@@ -122,10 +129,10 @@ def export_onnx(
     return result
 
 
-def verify(serialized: bytes, network: Network, images: Tensor) -> Verification:
-    """How far onnxruntime's probabilities for ``images`` are from cnnlab's (fp32, one view)."""
+def verify(serialized: bytes, network: Network, images: Tensor, tta: str = "none") -> Verification:
+    """How far onnxruntime's probabilities for ``images`` are from cnnlab's (fp32)."""
     theirs = OnnxModel(serialized).probabilities(images)
-    ours = probabilities(network, images, precision="fp32")
+    ours = probabilities(network, images, precision="fp32", tta=tta)
     difference = float((theirs - ours).abs().max()) if len(images) else 0.0
     differing = int((theirs.argmax(1) != ours.argmax(1)).sum())
     return Verification(len(images), difference, differing)
