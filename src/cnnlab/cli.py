@@ -303,17 +303,11 @@ def _train(args: argparse.Namespace) -> int:
         if not 1 <= args.processes <= 1024:
             raise CnnlabError("--processes must be a whole number from 1 to 1,024")
         distributed.World(0, args.processes).share(plan.config.batch_size)
-        return distributed.launch_here(args.processes, _without(args.argv, "--processes"))
+        resume = f"cnnlab train --out {args.out or 'RUN_FOLDER'} --resume --processes N"
+        return distributed.launch_here(args.processes, _without(args.argv, "--processes"), resume)
     team = distributed.join(plan.config.device)
     try:
         _train_run(args, plan, team)
-    except RuntimeError as exc:
-        if not distributed.peer_failure(exc):
-            raise
-        raise CnnlabError(
-            f"another process of this run stopped ({str(exc).splitlines()[0][:120]}); finished"
-            " epochs are saved: launch the same command with --resume to continue"
-        ) from None
     finally:
         distributed.leave()
     return 0
@@ -350,6 +344,9 @@ def _train_run(args: argparse.Namespace, plan: _Plan, team: distributed.World) -
     shape = "×".join(map(str, data.input_shape))
     parameters = sum(p.numel() for p in network.parameters())
     processes = f" in {team.size} processes" if team.size > 1 else ""
+    resume = f"continue with `cnnlab train --out {out} --resume`" + (
+        " (with --processes N or torchrun, any N)" if team.size > 1 else ""
+    )
     header = (
         f"{plan.name}: {format_arch(spec['layers'])}  ({parameters:,}"
         f" parameters)\n{data.name}: {len(data.classes)} classes, {shape} pictures;"
@@ -371,10 +368,13 @@ def _train_run(args: argparse.Namespace, plan: _Plan, team: distributed.World) -
             starting=partial(_info, header),
         )
     except KeyboardInterrupt:
-        how = " (in any number of processes)" if team.size > 1 else ""
-        raise Interrupted(
-            f"interrupted; the last finished epoch is saved: continue with"
-            f" `cnnlab train --out {out} --resume`{how}"
+        raise Interrupted(f"interrupted; the last finished epoch is saved: {resume}") from None
+    except RuntimeError as exc:
+        if not distributed.peer_failure(exc):
+            raise
+        raise CnnlabError(
+            f"another process of this run stopped ({str(exc).splitlines()[0][:100]});"
+            f" the last finished epoch is saved: {resume}"
         ) from None
     if not team.leader:
         return

@@ -224,12 +224,13 @@ def from_leader(world: World, value: Any) -> Any:
     return box[0]
 
 
-def launch_here(processes: int, argv: list[str]) -> int:
+def launch_here(processes: int, argv: list[str], resume: str) -> int:
     """Run ``cnnlab ARGV`` in ``processes`` processes on this machine, as ``torchrun
     --standalone --nproc-per-node PROCESSES -m cnnlab ARGV`` does; returns the exit status.
 
     The cores are divided among the processes (OMP_NUM_THREADS, unless set). The
-    processes report their own errors; this adds a line only for one that was killed.
+    processes report their own errors; this adds a line only for one that was killed,
+    saying how to continue (``resume``: the command).
     """
     import logging
     import sys
@@ -256,8 +257,8 @@ def launch_here(processes: int, argv: list[str]) -> int:
         if failure.exitcode < 0:  # killed: it could not say so itself
             print(
                 f"cnnlab: error: process {rank} of {processes} was killed"
-                f" ({failure.signal_name()}); finished epochs are saved: run the same command"
-                " with --resume to continue",
+                f" ({failure.signal_name()}); finished epochs are saved: continue with"
+                f" `{resume}`",
                 file=sys.stderr,
             )
         return failure.exitcode if failure.exitcode > 0 else 1
