@@ -133,7 +133,8 @@ PRESETS = {
             "fashion-best",
             "conv64x3p1-bn-conv64x3p1-bn-pool2-conv128x3p1-bn-conv128x3p1-bn-pool2"
             "-conv256x3p1-bn-pool2-fc256-bn-softmax10d0.3",
-            "Fashion-MNIST, longer: wider conv layers, crops, flips and cutout, 40 epochs",
+            "Fashion-MNIST, longer: wider conv layers, crops, flips and cutout, 40 epochs,"
+            " test-time flips and shifts",
             settings={
                 **FAST_RECIPE,
                 "dataset": "fashion-mnist",
