@@ -207,6 +207,7 @@ def test_ensemble_train_reports_members_their_mean_and_both_votes_and_resumes(
     # a different network, or a one-cycle run stretched to more epochs, is refused in one line
     status, _, err = run(capfd, *command[:3], "conv8x5-pool2-fc16-softmax10", *command[4:])
     assert status == 2 and "holds a run with a different network" in err
+    assert len(err.strip().splitlines()) == 1  # nothing announced before the refusal
     # the vote's mistakes as a picture; a format matplotlib cannot write is refused
     status, out, _ = run(capfd, "ensemble", "evaluate", tmp_path, "--mistakes", tmp_path / "m.png")
     assert status == 0 and Image.open(tmp_path / "m.png").size[0] > 100

@@ -139,15 +139,15 @@ def test_the_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path):
     logs: list[str] = []
     data.open_dataset(data=root, log=logs.append)
     data.open_dataset(data=root, log=logs.append)
-    assert sum("decoding" in line for line in logs) == 1
+    assert sum("decoded" in line for line in logs) == 1
     picture(root / "red" / "new.png", COLOURS["red"], seed=99)
     dataset = data.open_dataset(data=root, log=logs.append)
-    assert sum("decoding" in line for line in logs) == 2
+    assert sum("decoded" in line for line in logs) == 2
     assert len(dataset.train) + len(dataset.test) == 10
     stamp = (root / "red" / "0.png").stat().st_mtime_ns
     os.utime(root / "red" / "0.png", ns=(stamp + 10**9, stamp + 10**9))
     data.open_dataset(data=root, log=logs.append)
-    assert sum("decoding" in line for line in logs) == 3
+    assert sum("decoded" in line for line in logs) == 3
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc")

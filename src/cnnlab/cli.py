@@ -398,12 +398,15 @@ def _ensemble_train(args: argparse.Namespace) -> None:
     config = plan.config
     out = Path(args.out or f"runs/{plan.name}-ensemble")
     spec = plan.spec(_load_data(config))
-    _info(
+    header = (
         f"{args.members} × {plan.name}: {format_arch(spec['layers'])}, seeds {config.seed}–"
         f"{config.seed + args.members - 1}, {_epochs(config.epochs)} each; saving to {out}"
     )
     try:
-        train_members(spec, config, args.members, out, args.processes, log=print, epoch_lines=True)
+        train_members(
+            spec, config, args.members, out, args.processes, log=print, epoch_lines=True,
+            starting=partial(_info, header),
+        )  # fmt: skip
     except KeyboardInterrupt:
         raise Interrupted(
             "interrupted; finished epochs are saved: run the same command to continue"

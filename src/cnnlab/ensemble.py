@@ -157,8 +157,13 @@ def train_members(
     processes: int | None = None,
     log: Callable[[str], None] = print,
     epoch_lines: bool = False,
+    starting: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``members`` networks with seeds seed, seed+1, …; returns each member's result."""
+    """Train ``members`` networks with seeds seed, seed+1, …; returns each member's result.
+
+    ``starting()`` is called once every member's folder is known to be new or to hold this
+    very run (so that a refusal is the only thing said).
+    """
     if members < 1:
         raise CnnlabError("an ensemble needs at least one member")
     cores = os.cpu_count() or 1
@@ -168,6 +173,11 @@ def train_members(
         (spec, asdict(replace(config, seed=config.seed + k)), str(Path(out) / f"member-{k + 1}"))
         for k in range(members)
     ]
+    built = Network.shapes_only(spec).spec()  # with defaults filled, as each member saves it
+    for _, settings, member_out in jobs:
+        continues(member_out, built, TrainConfig.from_dict(settings))
+    if starting is not None:
+        starting()
     results = []
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_train_member, *job, threads, epoch_lines) for job in jobs]

@@ -96,14 +96,14 @@ def fetch(
         return cached
     problems = []
     for source, load in builtin.sources(name):
-        log(f"fetching {name}: trying {source}")
         try:
             arrays = load()
         except DataError as exc:
             problems.append(str(exc))
             continue
         write_arrays(name, arrays, source)
-        log(f"cached {name} in {cache_path(name)}")
+        # said once it worked: when no source works, the error alone says why for each
+        log(f"fetched {name} from {source}; cached in {cache_path(name)}")
         return arrays, source
     raise DataError(f"could not get {name}: " + "; ".join(problems) + f". {builtin.offline_hint}")
 

@@ -302,7 +302,6 @@ def cached_folder(
     except (OSError, ValueError):
         pass
     total = sum(len(files) for files in listing.parts.values())
-    log(f"decoding {total:,} pictures of {listing.root} into {folder}")
     tmp = folder.with_name(folder.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -313,6 +312,8 @@ def cached_folder(
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    # said once it worked: a folder that cannot be used gets its one-line error alone
+    log(f"decoded {total:,} pictures of {listing.root} into {folder}")
     if manifest["skipped"]:
         skipped = manifest["skipped"]
         log(f"pictures skipped, unreadable: {len(skipped):,} (e.g. {skipped[0]})")
