@@ -157,3 +157,69 @@ def test_summary_reports_receptive_fields_and_flops():
     conv_flops = 2 * 25 * 20 * 24 * 24
     assert rows[1].flops == conv_flops + 20 * 12 * 12 * 4
     assert sum(r.parameters for r in rows) == 520 + 20_040 + 64_100 + 1_010
+
+
+# ---- LeNet-5 as published (LeCun et al. 1998) ----------------------------------------------
+LENET5 = "conv6x5p2:lecun-subsample2-conv16x5+c3:lecun-subsample2-conv120x5:lecun-fc84:lecun"
+
+
+def lenet5(kernels: str = "native") -> Network:
+    from cnnlab.arch import parse_arch
+
+    spec = {"input": [1, 28, 28], "layers": parse_arch(LENET5 + "-softmax10")}
+    return Network.create(spec, seed=0, kernels=kernels)
+
+
+def test_lenet5_has_the_papers_parameters_layer_by_layer():
+    # the paper: C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164 trainable parameters
+    counts = [row.parameters for row in lenet5().summary_rows()[1:-1]]
+    assert counts == [156, 12, 1516, 32, 48120, 10164]
+    shapes = [row.output_shape for row in lenet5().summary_rows()[1:6]]
+    assert shapes == [(6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120, 1, 1)]
+
+
+def test_c3_maps_see_only_the_input_maps_of_the_table():
+    from cnnlab.layers import CONNECTION_TABLES
+
+    network = lenet5()
+    c3 = network.layers[2]
+    x = torch.randn(2, 6, 14, 14)
+    before = c3(x)
+    with torch.no_grad():  # weights from input maps a map is not joined to change nothing
+        for m, inputs in enumerate(CONNECTION_TABLES["c3"]):
+            unjoined = [d for d in range(6) if d not in inputs]
+            c3.weight[m, unjoined] += 5.0
+    assert torch.equal(c3(x), before)
+    c3(x).sum().backward()
+    assert int((c3.weight.grad != 0).any(3).any(2).sum()) == 60  # 60 joined map pairs learn
+
+
+def test_subsampling_is_a_scaled_sum_plus_bias_through_the_squashing_function():
+    network = lenet5()
+    s2 = network.layers[1]
+    x = torch.randn(3, 6, 28, 28)
+    sums = x.unfold(2, 2, 2).unfold(3, 2, 2).sum((-1, -2))
+    expected = 1.7159 * torch.tanh(
+        (sums * s2.coefficient[:, None, None] + s2.bias[:, None, None]) * 2 / 3
+    )
+    torch.testing.assert_close(s2(x), expected)
+    assert 1.7159 * math.tanh(2 / 3) == pytest.approx(1.0, abs=1e-4)  # f(±1) = ±1, as designed
+
+
+def test_lenet5_runs_the_same_on_the_explicit_kernels():
+    x = torch.rand(4, 1, 28, 28)
+    native_net, explicit_net = lenet5("native"), lenet5("explicit")
+    torch.testing.assert_close(explicit_net(x), native_net(x), rtol=1e-4, atol=1e-5)
+    explicit_net(x).sum().backward()
+    native_net(x).sum().backward()
+    for a, b in zip(explicit_net.parameters(), native_net.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5)
+
+
+def test_a_connection_table_for_other_maps_is_refused():
+    from cnnlab.arch import parse_arch
+
+    with pytest.raises(SpecError, match="c3 connection table joins 16 maps to 6"):
+        Network.from_spec({"input": [1, 28, 28], "layers": parse_arch("conv8x5+c3-softmax10")})
+    with pytest.raises(SpecError, match="only conv takes a connection table"):
+        parse_arch("local16x5+c3")

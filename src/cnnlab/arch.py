@@ -3,16 +3,20 @@
 Tokens, joined by ``-`` (M maps, K window size, S stride, P padding, N units):
 
   conv{M}x{K}[s{S}][p{P}]       Conv: M feature maps of K×K shared weights
+  conv16x5+c3                   … each map joined to some input maps only (LeNet-5's C3)
   local{M}x{K}[s{S}][p{P}]      LocallyConnected: the same windows, unshared weights
   convpool{M}x{K}[...][+POOL]   ConvPool: conv, pool (max 2×2 unless +POOL), bias, σ
   pool{K}[s{S}]                 max pooling K×K (stride S, default K)
   maxpool… l2pool… avgpool…     the three kinds of pooling, same options
+  subsample{K}                  LeNet-5's subsampling: K×K sums × a learned coefficient
+                                + a learned bias per map, then σ (default :lecun)
   fc{N}[d{D}]                   FullyConnected, N units, dropout D on its input
   softmax{N}[d{D}]              the Softmax output layer with N classes
   bn                            batch normalisation
 
-Any conv, local, convpool or fc token takes ``:sigmoid``, ``:tanh``, ``:relu``
-(the default) or ``:linear``. Example: ``convpool20x5:sigmoid-fc100:sigmoid-softmax10``.
+Any conv, local, convpool, subsample or fc token takes ``:sigmoid``, ``:tanh``,
+``:relu`` (the default), ``:linear`` or ``:lecun`` (LeNet-5's 1.7159·tanh(2a/3)).
+Example: ``convpool20x5:sigmoid-fc100:sigmoid-softmax10``.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from .errors import SpecError
 
 _WINDOWED = re.compile(
     r"(?P<kind>convpool|conv|local)(?P<maps>\d+)x(?P<size>\d+)(?:s(?P<stride>\d+))?"
-    r"(?:p(?P<padding>\d+))?(?:\+(?P<pool>(?:max|l2|avg)?pool\d+(?:s\d+)?))?"
+    r"(?:p(?P<padding>\d+))?(?:\+(?P<pool>(?:max|l2|avg)?pool\d+(?:s\d+)?|c3))?"
 )
+_SUBSAMPLE = re.compile(r"subsample(?P<size>\d+)")
 _POOL = re.compile(r"(?P<kind>max|l2|avg)?pool(?P<size>\d+)(?:s(?P<stride>\d+))?")
 _DENSE = re.compile(r"(?P<kind>fc|softmax)(?P<units>\d+)(?:d(?P<dropout>\d*\.?\d+))?")
 
@@ -50,7 +55,11 @@ def _parse_token(token: str) -> dict[str, Any]:
             "stride": int(m["stride"] or 1),
             "padding": int(m["padding"] or 0),
         }
-        if m["pool"]:
+        if m["pool"] == "c3":
+            if m["kind"] != "conv":
+                raise SpecError(f"{token!r}: only conv takes a connection table (+c3)")
+            layer["connections"] = "c3"
+        elif m["pool"]:
             if m["kind"] != "convpool":
                 raise SpecError(f"{token!r}: only convpool takes +POOL")
             pool = _parse_pool(m["pool"])
@@ -59,6 +68,8 @@ def _parse_token(token: str) -> dict[str, Any]:
             layer.update(pool=pool["size"], pool_kind=pool["kind"])
     elif m := _POOL.fullmatch(body):
         layer = {"type": "pool", **_parse_pool(body)}
+    elif m := _SUBSAMPLE.fullmatch(body):
+        layer = {"type": "subsample", "size": int(m["size"]), "activation": "lecun"}
     elif m := _DENSE.fullmatch(body):
         layer = {"type": m["kind"], "units": int(m["units"])}
         if m["dropout"]:
@@ -101,7 +112,12 @@ def _format_layer(layer: dict[str, Any]) -> str:
             "max",
         ):
             text += f"+{layer.get('pool_kind', 'max')}pool{layer.get('pool', 2)}"
+        if layer.get("connections"):
+            text += f"+{layer['connections']}"
         return text + _activation(layer)
+    if kind == "subsample":
+        act = layer.get("activation", "lecun")
+        return f"subsample{layer.get('size', 2)}" + ("" if act == "lecun" else f":{act}")
     if kind == "pool":
         size = layer.get("size", 2)
         stride = layer.get("stride", size)

@@ -342,7 +342,7 @@ def _train_run(args: argparse.Namespace, plan: _Plan, team: distributed.World) -
     device = pick_device(config.device)
     val = f"{len(data.validation):,} validation, " if data.validation else ""
     shape = "×".join(map(str, data.input_shape))
-    parameters = sum(p.numel() for p in network.parameters())
+    parameters = sum(layer.parameter_count() for layer in network.layers)
     processes = f" in {team.size} processes" if team.size > 1 else ""
     resume = f"continue with `cnnlab train --out {out} --resume`" + (
         " (with --processes N or torchrun, any N)" if team.size > 1 else ""

@@ -32,7 +32,21 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
     "relu": F.relu,
     "linear": lambda z: z,
+    # LeNet-5's squashing function, f(a) = A·tanh(S·a) with A = 1.7159 and S = 2/3 (LeCun et
+    # al. 1998, appendix A): f(±1) = ±1, and its second derivative peaks at ±1
+    "lecun": lambda z: 1.7159 * torch.tanh(z * (2 / 3)),
 }
+# Sparse connections between maps: for each output map, the input maps it sees. LeNet-5's C3
+# (LeCun et al. 1998, table I) joins its 16 maps to the 6 of S2 in 60 of the 96 possible ways,
+# "to break the symmetry" and keep the parameter count down.
+CONNECTION_TABLES = {
+    "c3": (
+        (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
+        (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
+        (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+        (0, 1, 2, 3, 4, 5),
+    ),
+}  # fmt: skip
 POOL_KINDS = ("max", "l2", "avg")
 DROPOUT_STYLES = ("inverted", "network3")
 
@@ -184,30 +198,80 @@ class Conv(_Windowed):
 
     a¹ = σ(b + w ∗ a⁰). A filter spans the whole depth of its input, so its
     parameters are size·size·depth weights and one bias, whatever the map size.
+    With ``connections`` (a name in CONNECTION_TABLES) each map sees only some input
+    maps, as LeNet-5's C3 does: the other weights are held at zero and not counted.
     """
 
     kind = "conv"
+
+    def __init__(
+        self,
+        maps: int,
+        size: int,
+        stride: int = 1,
+        padding: int = 0,
+        activation: str = "relu",
+        connections: str | None = None,
+    ) -> None:
+        super().__init__(maps, size, stride, padding, activation)
+        if connections is not None and connections not in CONNECTION_TABLES:
+            raise SpecError(
+                f"unknown connection table {connections!r}: choose {', '.join(CONNECTION_TABLES)}"
+            )
+        self.connections = connections
 
     def build(self, in_shape: Shape) -> Shape:
         self.in_shape, self.out_shape = in_shape, self._conv_out_shape(in_shape)
         self.weight = nn.Parameter(torch.empty(self.maps, in_shape[0], self.size, self.size))
         self.bias = nn.Parameter(torch.empty(self.maps))
         _init_uniform_like_torch(self.weight, self.bias, self._filter_len())
+        if self.connections is not None:
+            self.register_buffer("mask", self._mask(in_shape[0]), persistent=False)
         return self.out_shape
 
+    def _mask(self, depth: int) -> Tensor:
+        """1 where output map m sees input map d (the connection table), else 0."""
+        table = CONNECTION_TABLES[self.connections]
+        if (self.maps, depth) != (len(table), max(map(max, table)) + 1):
+            raise SpecError(
+                f"the {self.connections} connection table joins {len(table)} maps to"
+                f" {max(map(max, table)) + 1} input maps, not {self.maps} to {depth}"
+            )
+        mask = torch.zeros(self.maps, depth, 1, 1)
+        for m, inputs in enumerate(table):
+            mask[m, list(inputs)] = 1
+        return mask
+
     def forward(self, x: Tensor) -> Tensor:
-        z = self.ops.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        weight = self.weight if self.connections is None else self.weight * self.mask
+        z = self.ops.conv2d(x, weight, self.bias, self.stride, self.padding)
         return ACTIVATIONS[self.activation](z)
 
     def init_network3(self) -> None:
         _init_network3(self.weight, self.bias, self.maps * self.size * self.size)
 
+    def spec(self) -> dict[str, Any]:
+        spec = super().spec()
+        return spec if self.connections is None else {**spec, "connections": self.connections}
+
+    def _links(self) -> int:
+        """Input maps joined to output maps: every pair, unless a connection table says."""
+        if self.connections is None:
+            return self.maps * self.in_shape[0]
+        return sum(len(inputs) for inputs in CONNECTION_TABLES[self.connections])
+
+    def parameter_count(self) -> int:
+        return self._links() * self.size * self.size + self.maps
+
     def parameter_formula(self) -> str:
+        if self.connections is not None:
+            return f"{self._links()} map pairs × {self.size}·{self.size} + {self.maps} biases"
         depth = self.in_shape[0]
         return f"{self.maps} × ({self.size}·{self.size}·{depth} + 1)"
 
     def flops(self) -> int:
-        return 2 * self._filter_len() * math.prod(self.out_shape)
+        positions = self.out_shape[1] * self.out_shape[2]
+        return 2 * self._links() * self.size * self.size * positions
 
 
 class LocallyConnected(_Windowed):
@@ -352,6 +416,51 @@ class ConvPool(_Windowed):
         return [(self.size, self.stride), (self.pool.size, self.pool.stride)]
 
 
+class Subsample(Layer):
+    """LeNet-5's subsampling layer (S2, S4): each map's size×size sums, times a trainable
+    coefficient, plus a trainable bias, through the activation: 2 parameters a map.
+
+    Average pooling with a learned scale and offset per map: a = σ(c·Σ a⁰ + b).
+    """
+
+    kind = "subsample"
+
+    def __init__(self, size: int = 2, activation: str = "lecun") -> None:
+        super().__init__()
+        self.size = _check_positive("subsampling size", size)
+        self.activation = _check_activation(activation)
+
+    def build(self, in_shape: Shape) -> Shape:
+        depth, h, w = _expect_maps(in_shape, self.describe())
+        out_h = _window_output(h, self.size, self.size, 0, self.describe())
+        out_w = _window_output(w, self.size, self.size, 0, self.describe())
+        self.in_shape, self.out_shape = in_shape, (depth, out_h, out_w)
+        self.coefficient = nn.Parameter(torch.empty(depth))
+        self.bias = nn.Parameter(torch.empty(depth))
+        _init_uniform_like_torch(self.coefficient, self.bias, self.size * self.size)
+        return self.out_shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        sums = self.ops.avg_pool(x, self.size, self.size) * (self.size * self.size)
+        z = sums * self.coefficient[:, None, None] + self.bias[:, None, None]
+        return ACTIVATIONS[self.activation](z)
+
+    def describe(self) -> str:
+        return f"subsample {self.size}×{self.size}"
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "size": self.size, "activation": self.activation}
+
+    def parameter_formula(self) -> str:
+        return f"2 × {self.in_shape[0]} (a coefficient and a bias per map)"
+
+    def flops(self) -> int:
+        return (self.size * self.size + 2) * math.prod(self.out_shape)
+
+    def windows(self) -> list[tuple[int, int]]:
+        return [(self.size, self.size)]
+
+
 def _apply_dropout(x: Tensor, p: float, style: str, training: bool) -> Tensor:
     """Dropout on a layer's *input*.
 
@@ -469,7 +578,16 @@ class BatchNorm(Layer):
 WEIGHTED_LAYERS = (Conv, LocallyConnected, ConvPool, FullyConnected)
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.kind: cls
-    for cls in (Conv, LocallyConnected, Pool, ConvPool, FullyConnected, Softmax, BatchNorm)
+    for cls in (
+        Conv,
+        LocallyConnected,
+        Pool,
+        ConvPool,
+        FullyConnected,
+        Softmax,
+        BatchNorm,
+        Subsample,
+    )
 }
 
 

@@ -249,7 +249,14 @@ class Network(nn.Module):
         """Why a filter on a deep input has more weights than its window suggests."""
         notes = []
         for layer in self.layers:
-            if isinstance(layer, (Conv, ConvPool, LocallyConnected)) and layer.in_shape[0] > 1:
+            if getattr(layer, "connections", None) is not None:
+                notes.append(
+                    f"note: each map of {layer.describe()} sees only the input maps its"
+                    f" {layer.connections} table names: {layer.parameter_count():,} weights and"
+                    f" biases, not the {layer.maps * (layer.size**2 * layer.in_shape[0] + 1):,}"
+                    " of joining every map to every input map"
+                )
+            elif isinstance(layer, (Conv, ConvPool, LocallyConnected)) and layer.in_shape[0] > 1:
                 d, m, k = layer.in_shape[0], layer.maps, layer.size
                 shared = "shared by every position" if layer.kind != "local" else "at each position"
                 notes.append(
