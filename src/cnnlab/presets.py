@@ -225,10 +225,12 @@ PRESETS = {
             "LeNet-5 as published (LeCun et al. 1998; test error 0.95% without distortions):"
             " C1, S2 and S4 subsampling with a trainable coefficient and bias, C3 joined to S2 by"
             " the paper's table, C5, F6, all through 1.7159·tanh(2a/3), 20 passes over the"
-            " 60,000 training digits. Differences: the 28×28 digits are zero-padded to 32×32"
-            " (the paper: a 32×32 frame with levels -0.1 to 1.175), a softmax output with the"
-            " log-likelihood cost instead of 10 RBF units, mini-batch SGD with momentum instead"
-            " of stochastic diagonal Levenberg-Marquardt, PyTorch's initialisation instead of"
+            " 60,000 training digits, inputs standardised to mean 0 and variance 1 (as the"
+            " paper's levels -0.1 and 1.175 intend). Differences: the 28×28 digits are"
+            " zero-padded to 32×32 after standardising (the padding is the mean level, not the"
+            " background's), a softmax output with the log-likelihood cost instead of 10 RBF"
+            " units, mini-batch SGD with momentum and L2 regularisation (λ = 1) instead of"
+            " stochastic diagonal Levenberg-Marquardt, PyTorch's initialisation instead of"
             " U(±2.4/fan-in)",
             None,
             {
@@ -236,6 +238,8 @@ PRESETS = {
                 "batch_size": 32,
                 "lr": 0.01,
                 "momentum": 0.9,
+                "l2": 1.0,  # weight decay 1·32/60,000 ≈ 5e-4
+                "normalize": True,
                 "schedule": "cosine",
                 "split": "standard",
                 "validation": 0,
