@@ -109,6 +109,16 @@ def test_curves_of_a_run_without_validation(tmp_path):
     assert_picture(path)
 
 
+def test_curves_axes_hold_whole_epochs_and_no_accuracy_above_100():
+    one = [{"epoch": 1, "train_loss": 0.3, "train_accuracy": 1.0, "validation_accuracy": None,
+            "test_accuracy": 0.99}]  # fmt: skip
+    figure = plots.curves_figure(one, "one epoch")
+    loss_ax, acc_ax = figure.axes[:2]
+    assert loss_ax.get_xlim() == acc_ax.get_xlim() == (0.5, 1.5)
+    assert [t for t in acc_ax.get_xticks() if 0.5 <= t <= 1.5] == [1]
+    assert acc_ax.get_ylim()[1] == 100
+
+
 def test_a_stage_of_units_is_drawn_as_a_strip():
     net = Network.create({"input": [1, 28, 28], "layers": parse_arch("conv4x5-fc30-softmax10")})
     image = torch.rand(1, 28, 28)

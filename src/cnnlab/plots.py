@@ -317,9 +317,12 @@ def curves_figure(history: list[dict[str, Any]], title: str) -> Figure:
     acc_ax.set_title("accuracy")
     acc_ax.set_ylabel("accuracy (%)")
     acc_ax.legend(loc="lower right")
+    low, high = acc_ax.get_ylim()
+    acc_ax.set_ylim(low, min(high, 100))  # no accuracy lies above 100%
     for ax in (loss_ax, acc_ax):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)  # whole epochs, one run a point
     figure.suptitle(title, fontsize=12)
     return figure
