@@ -578,7 +578,11 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("onnx",), default="onnx", help="default onnx")
     p.add_argument("--out", required=True, metavar="FILE", help="where to write, e.g. model.onnx")
     p.add_argument(
-        "--verify", type=_positive, default=1000, metavar="N", help="test images to verify on"
+        "--verify",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="test images to verify on (default 1000)",
     )
     p.add_argument(
         "--tta",
