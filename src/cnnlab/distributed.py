@@ -107,11 +107,15 @@ def join(device: str = "auto") -> World:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one, while cleaning up, just ends it
     raise KeyboardInterrupt
 
 
 def leave() -> None:
+    """Leave the process group; a SIGTERM from now on (the process is exiting) ends it quietly
+    instead of raising inside the interpreter's clean-up."""
     if dist.is_available() and dist.is_initialized():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         dist.destroy_process_group()
 
 
