@@ -10,7 +10,10 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
+from cnnlab.images import load_digit
 from cnnlab.runs import MODEL
+
+from .photos import shaded_photo
 
 
 def run(capsys, *argv):
@@ -56,6 +59,28 @@ def test_predict_recognises_mnist_test_digits_saved_as_pictures(capsys, tmp_path
     predicted = [line.split(": ")[1].split()[0] for line in out.splitlines()]
     truth = [str(label) for label in mnist.test.labels[:6].tolist()]
     assert sum(p == t for p, t in zip(predicted, truth)) >= 5
+
+
+def test_predict_reads_digits_photographed_on_unevenly_lit_paper(capsys, tmp_path, mnist,
+                                                                 trained_run):  # fmt: skip
+    """The paper's shading (235 in one corner, 90 in the other) is not ink: without removing
+    it, the whole page passes the ink threshold and the network sees a grey rectangle."""
+    photos, scans = [], []
+    for index in range(12):
+        digit = mnist.test.images[index, 0].numpy()
+        photos.append(tmp_path / f"photo{index}.jpg")
+        Image.fromarray(shaded_photo(digit, seed=index)).save(photos[-1], quality=90)
+        scans.append(tmp_path / f"scan{index}.png")
+        save_digit(scans[-1], digit, dark_on_light=True)
+        seen, clean = load_digit(photos[-1])[0].numpy(), load_digit(scans[-1])[0].numpy()
+        assert np.corrcoef(seen.ravel(), clean.ravel())[0, 1] > 0.6
+    status, out, _ = run(capsys, "predict", trained_run, *photos, *scans)
+    assert status == 0
+    predicted = [line.split(": ")[1].split()[0] for line in out.splitlines()]
+    truth = [str(label) for label in mnist.test.labels[:12].tolist()]
+    from_photos = sum(p == t for p, t in zip(predicted[:12], truth))
+    from_scans = sum(p == t for p, t in zip(predicted[12:], truth))
+    assert from_photos >= min(10, from_scans - 1)
 
 
 def test_evaluate_reports_the_accuracy_of_a_saved_model(capsys, trained_run):

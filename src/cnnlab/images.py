@@ -10,8 +10,8 @@ exactly as its training pictures were.
 Digits are a special case. MNIST's digits were size-normalised to fit a 20×20
 box (keeping their aspect ratio) and centred by centre of mass in a 28×28
 field, light ink on black. ``load_digit`` does the same to any picture: grey,
-inverted if the background is light, cropped to the ink, fitted into 20×20,
-centred by mass.
+inverted if the background is light, the paper's shading removed, cropped to the
+ink, fitted into 20×20, centred by mass.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from .errors import CnnlabError
 
@@ -127,10 +127,62 @@ def read_grey(path: str | Path) -> np.ndarray:
             raise CnnlabError(f"{path}: damaged picture ({exc})") from None
 
 
+SHADING_SIDE = 64  # the background's shading is estimated on a copy this size: it varies slowly
+
+
+def background(ink: np.ndarray) -> np.ndarray:
+    """The slowly varying part of ``ink`` (levels 0…255): what is left once every stroke
+    narrower than a quarter of the picture is removed (a grey-level opening, then a blur).
+
+    On a photograph of paper lit unevenly, this is the shading that would otherwise pass
+    for ink; on a clean scan or a drawing it is about zero.
+    """
+    height, width = ink.shape
+    scale = min(1.0, SHADING_SIDE / max(height, width))
+    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = Image.fromarray(np.clip(ink, 0, 255).astype(np.uint8)).resize(
+        small_size, Image.Resampling.BOX
+    )
+    window = max(3, max(small_size) // 4 | 1)  # odd, as Pillow's rank filters want
+    opened = small.filter(ImageFilter.MinFilter(window)).filter(ImageFilter.MaxFilter(window))
+    smooth = opened.filter(ImageFilter.GaussianBlur(window / 2))
+    return np.asarray(smooth.resize((width, height), Image.Resampling.BILINEAR), np.float32)
+
+
+def otsu_threshold(levels: np.ndarray) -> float:
+    """The level that best splits ``levels`` (0…255) into two classes (Otsu's method: the
+    largest variance between the classes)."""
+    counts = np.bincount(np.clip(levels, 0, 255).astype(np.int64).ravel(), minlength=256)
+    weight = np.cumsum(counts)
+    mass = np.cumsum(counts * np.arange(256))
+    total, total_mass = weight[-1], mass[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_mass * weight - total * mass) ** 2 / (weight * (total - weight))
+    return float(np.nanargmax(between[:-1]))
+
+
+def _unshaded(ink: np.ndarray) -> np.ndarray:
+    """``ink`` (0…255) as it would be on evenly lit paper.
+
+    A photograph shows the paper's brightness times the ink's reflectance; with the paper
+    estimated (``background``), ink = 255·(ink − paper's)/(255 − paper's) undoes the
+    product. Where there was shading worth the name (over a tenth of the ink), the sensor's
+    noise is then smoothed (a 3×3 median) and what is left below half Otsu's threshold cleared.
+    """
+    shading = background(ink)
+    ink = np.clip(255 * (ink - shading) / np.maximum(255 - shading, 1), 0, 255)
+    if shading.max() > 0.1 * ink.max():
+        smooth = Image.fromarray(ink.astype(np.uint8)).filter(ImageFilter.MedianFilter(3))
+        ink = np.asarray(smooth, np.float32).copy()
+        ink[ink < otsu_threshold(ink) / 2] = 0
+    return ink
+
+
 def mnist_style(grey: np.ndarray, what: str = "image") -> np.ndarray:
     """A 28×28 float array in [0, 1], preprocessed as MNIST was (see the module doc)."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     ink = 255 - grey if np.median(border) > 127 else grey
+    ink = _unshaded(ink)
     ink = ink - np.median(np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]]))
     ink = np.clip(ink, 0, None)
     if ink.max() <= 0:
