@@ -1,9 +1,11 @@
 """The explorer page in a real browser (Debian's Chromium, driven by Playwright).
 
 A person draws a digit stroke by stroke and sees the input, the probabilities
-and the maps; clicks a unit; loads test digits; uploads a picture; switches
-checkpoints; follows a training run as its metrics log grows. A network of
-colour pictures gets an upload instead of the drawing pad.
+and the maps; clicks a unit and reads its arithmetic; loads test digits, right
+or wrong; uploads a picture or a photograph; switches checkpoints; plays with
+a layer's geometry; follows a training run as its metrics log grows; does it
+all with the keyboard, or on a phone. A network of colour pictures gets an
+upload instead of the drawing pad.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from cnnlab.images import FORMATS, fit_picture, load_digit
 from cnnlab.network import Network
 from cnnlab.predict import labels, probabilities
 from cnnlab.runs import METRICS, MODEL
+
+from .photos import shaded_photo
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -79,16 +83,27 @@ def browser():
         chromium.close()
 
 
+MAPS = "canvas[data-map]"  # the feature maps of a stage (not its colour legend)
+
+
+def open_page(browser, url, viewport=None):
+    """A new page at ``url``, collecting the errors its script raises."""
+    page = browser.new_page(viewport=viewport or {"width": 1400, "height": 1000})
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_selector(f"#stage-0 {MAPS}")
+    return page
+
+
 @pytest.fixture
 def page(browser, base_url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(base_url)
-    page.wait_for_selector("#stage-0 canvas")
+    page = open_page(browser, base_url)
+    page.wait_for_function("document.querySelector('#prediction').textContent !== ''")
+    settle(page)  # the page opens with a test digit analysed
     yield page
     page.close()
-    assert not errors, errors
+    assert not page.errors, page.errors
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +152,18 @@ def painted(page, selector: str) -> list[bool]:
     )
 
 
+def test_the_page_opens_with_a_test_digit_and_every_canvas_at_its_real_size(page):
+    assert page.locator("#samples button[aria-pressed=true]").count() == 1
+    assert all(painted(page, "#input")) and all(painted(page, f".stage {MAPS}"))
+    sizes = page.evaluate(f"""[...document.querySelectorAll('.stage {MAPS}')]
+                              .map((c) => [c.width, c.height, c.clientWidth])""")
+    assert all(
+        w >= 72 and h >= 72 and shown >= 72 for w, h, shown in sizes[:8]
+    )  # 24×24 maps, 3 px a unit
+
+
 def test_drawing_shows_input_probabilities_and_every_feature_map(page):
+    page.click("#clear")
     stroke(page, [(90, 60), (200, 60), (150, 160), (120, 250)])  # a 7, in two strokes
     stroke(page, [(110, 150), (190, 150)])
     settle(page)
@@ -146,7 +172,7 @@ def test_drawing_shows_input_probabilities_and_every_feature_map(page):
     assert len(shares) == 10
     assert sum(float(s.rstrip("%")) for s in shares) == pytest.approx(100, abs=0.6)
     assert all(painted(page, "#input"))
-    maps = painted(page, ".stage canvas")
+    maps = painted(page, f".stage {MAPS}")
     assert len(maps) == 8 + 8 + 1 and all(maps)  # conv maps, pooled maps, the fc units
     assert page.locator("#filters canvas").count() == 8 and all(painted(page, "#filters canvas"))
     assert page.inner_text("#status") == ""
@@ -157,6 +183,7 @@ def test_known_test_digits_drawn_from_their_pixels_are_recognised(page, network,
     confident = probabilities(network, images).max(1).values > 0.9
     right = labels(network, images) == answers
     chosen = torch.nonzero(confident & right).flatten()[:2].tolist()
+    assert chosen
     for index in chosen:
         page.click("#clear")
         draw_digit(page, images[index, 0].numpy() / 255)
@@ -164,9 +191,7 @@ def test_known_test_digits_drawn_from_their_pixels_are_recognised(page, network,
 
 
 def test_clicking_a_unit_highlights_its_receptive_field(page, network):
-    stroke(page, [(140, 40), (140, 240)])
-    settle(page)
-    target = page.locator("#stage-1 canvas").nth(2)  # the pooled maps: 8×12×12
+    target = page.locator(f"#stage-1 {MAPS}").nth(2)  # the pooled maps: 8×12×12
     box = target.bounding_box()
     target.click(position={"x": box["width"] * 0.55, "y": box["height"] * 0.3})
     row, col = int(0.3 * 12), int(0.55 * 12)
@@ -177,16 +202,40 @@ def test_clicking_a_unit_highlights_its_receptive_field(page, network):
     assert f"rows {top}–{bottom}, columns {left}–{right} (6×6 pixels)" in text
 
 
-def test_test_digits_load_and_are_classified_as_the_library_does(page, network, mnist):
-    page.click("#samples-button")
-    page.wait_for_selector("#samples figure")
-    assert page.locator("#samples figure").count() == 12
-    first = page.locator("#samples figure").first
-    index = int(first.get_attribute("title").split()[2].rstrip(","))
-    first.click()
+def sample_index(button) -> int:
+    return int(button.get_attribute("aria-label").split()[2].rstrip(","))
+
+
+def test_test_digits_are_marked_right_or_wrong_as_the_library_classifies_them(page, network,
+                                                                             mnist):  # fmt: skip
+    page.click("#samples-button")  # twelve new ones, none of them chosen yet
+    page.wait_for_function(
+        "document.querySelectorAll('#samples button').length === 12"
+        " && !document.querySelector('#samples [aria-pressed=true]')"
+    )
+    buttons = page.locator("#samples button")
+    indices = [sample_index(buttons.nth(i)) for i in range(12)]
+    predicted = labels(network, mnist.test.images[indices]).tolist()
+    truth = mnist.test.labels[indices].tolist()
+    for i, (p, t) in enumerate(zip(predicted, truth)):
+        assert buttons.nth(i).get_attribute("class") == ("right" if p == t else "wrong")
+        assert buttons.nth(i).inner_text() == (f"{t} ✓" if p == t else f"{t}→{p} ✗")
+    buttons.nth(3).click()
     settle(page)
-    expected = labels(network, mnist.test.images[index : index + 1])[0]
-    assert page.inner_text("#prediction") == str(int(expected))
+    assert buttons.nth(3).get_attribute("aria-pressed") == "true"
+    assert page.locator("#samples button[aria-pressed=true]").count() == 1
+    assert page.inner_text("#prediction") == str(predicted[3])
+
+
+def test_its_mistakes_only_shows_the_test_digits_it_gets_wrong(page, network, mnist):
+    page.check("#mistakes-only")
+    page.wait_for_function("[...document.querySelectorAll('#samples button')].length > 0"
+                           " && [...document.querySelectorAll('#samples button')]"
+                           ".every((b) => b.className === 'wrong')")  # fmt: skip
+    buttons = page.locator("#samples button")
+    indices = [sample_index(buttons.nth(i)) for i in range(buttons.count())]
+    wrong = labels(network, mnist.test.images[indices]) != mnist.test.labels[indices]
+    assert wrong.all() and len(indices) == 12
 
 
 def test_an_uploaded_picture_is_classified_as_cnnlab_predict_does(page, network, mnist, tmp_path):
@@ -198,12 +247,32 @@ def test_an_uploaded_picture_is_classified_as_cnnlab_predict_does(page, network,
     assert page.inner_text("#prediction") == str(int(expected))
 
 
+def test_a_photo_on_unevenly_lit_paper_is_read_as_cnnlab_predict_reads_it(page, network, mnist,
+                                                                          tmp_path):  # fmt: skip
+    chosen = [i for i in range(30) if labels(network, mnist.test.images[i : i + 1])[0]
+              == mnist.test.labels[i]][:3]  # fmt: skip
+    for index in chosen:
+        path = tmp_path / f"photo{index}.jpg"
+        Image.fromarray(shaded_photo(mnist.test.images[index, 0].numpy(), seed=index)).save(path)
+        page.set_input_files("#upload", str(path))
+        settle(page)
+        expected = probabilities(network, load_digit(path)[None]).argmax()
+        assert (
+            page.inner_text("#prediction")
+            == str(int(expected))
+            == str(int(mnist.test.labels[index]))
+        )
+
+
 def test_a_bad_upload_is_reported_and_the_page_keeps_working(page, tmp_path):
+    assert page.inner_text("#prediction") != ""
     path = tmp_path / "notes.png"
     path.write_text("not a picture")
     page.set_input_files("#upload", str(path))
     settle(page)
-    assert "not a readable image" in page.inner_text("#status")
+    assert "not a readable image" in page.inner_text("#pad-error")  # beside the pad
+    assert page.inner_text("#prediction") == "" and page.locator("#probabilities li").count() == 0
+    assert page.inner_text("#verdict") == ""
     big = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (1600, 1600), np.uint8)).save(
         big, "PNG"
@@ -212,24 +281,26 @@ def test_a_bad_upload_is_reported_and_the_page_keeps_working(page, tmp_path):
         "#upload", files=[{"name": "big.png", "mimeType": "image/png", "buffer": big.getvalue()}]
     )
     settle(page)
-    assert "larger than the limit" in page.inner_text("#status")
+    assert "larger than the limit" in page.inner_text("#pad-error")
     page.click("#clear")
     stroke(page, [(140, 40), (140, 240)])
     settle(page)
     assert page.inner_text("#prediction") != "" and page.inner_text("#status") == ""
+    assert page.inner_text("#pad-error") == ""
 
 
 def test_switching_checkpoints_rebuilds_the_maps_and_analyses_again(page):
+    page.click("#clear")
     stroke(page, [(140, 40), (140, 240)])
     settle(page)
     assert page.locator("#stage-0 h3").inner_text().startswith("conv 8×5×5")
     page.select_option("#checkpoint", OTHER)
     page.wait_for_function(
         "document.querySelector('#stage-1 h3')?.textContent.startsWith('max pool')"
-        " && document.querySelectorAll('#stage-1 canvas').length === 6"
+        " && document.querySelectorAll('#stage-1 canvas[data-map]').length === 6"
     )
     settle(page)
-    assert all(painted(page, ".stage canvas"))
+    assert all(painted(page, f".stage {MAPS}"))
     assert "convpool6x5" in page.inner_text("#network-info")
 
 
@@ -268,17 +339,13 @@ def colour_url(tmp_path_factory):
 
 def test_a_colour_network_offers_an_upload_instead_of_the_pad(browser, colour_url, tmp_path):
     url, network = colour_url
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page = open_page(browser, url)
     try:
-        page.goto(url)
-        page.wait_for_selector("#stage-0 canvas")
         assert not page.is_visible("#draw") and not page.is_visible("#clear")
         assert page.is_visible("#upload-button")
         info = page.inner_text("#pictures-info")
         assert "16×16 colour pictures of red, green, blue" in info and "upload" in info
-        assert page.inner_text("#samples-button") == "Test pictures"
+        assert page.inner_text("#samples-button") == "New test pictures"
         assert page.locator("#filters canvas").count() == 4
         path = tmp_path / "photo.png"
         pixels = np.random.default_rng(0).integers(0, 255, (30, 45, 3), np.uint8)
@@ -306,12 +373,13 @@ def test_a_colour_network_offers_an_upload_instead_of_the_pad(browser, colour_ur
                }"""
         )
         assert colourful  # drawn in colour, not as grey levels
-        target = page.locator("#stage-1 canvas").first  # pooled maps: 4×7×7
+        target = page.locator(f"#stage-1 {MAPS}").first  # pooled maps: 4×7×7
         target.click(position={"x": 2, "y": 2})
         page.wait_for_function("document.querySelector('#field-info').textContent.includes('sees')")
         top, left, bottom, right = probe.receptive_field(network, 1, 0, 0)
         assert f"rows {top}–{bottom}, columns {left}–{right}" in page.inner_text("#field-info")
         assert page.inner_text("#status") == ""
+        assert "no test pictures here" in page.inner_text("#samples-hint")
     finally:
         page.close()
-    assert not errors, errors
+    assert not page.errors, page.errors

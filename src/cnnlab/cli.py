@@ -737,7 +737,7 @@ def _show_confusion(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
 def _show_curves(args: argparse.Namespace, plots: Any) -> tuple[Any, str]:
     history = probe.training_history(args.run_dir)
     title = f"training run {Path(args.run_dir).resolve().name}"
-    return plots.curves_figure(history, title), f"{len(history)} epochs"
+    return plots.curves_figure(history, title), _epochs(len(history))
 
 
 def _add_show(commands: argparse._SubParsersAction) -> None:

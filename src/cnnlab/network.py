@@ -181,9 +181,13 @@ class Network(nn.Module):
         self.channels_last = on
         return self.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
+    def standardised(self, x: Tensor) -> Tensor:
+        """The input as the first layer sees it: (x − mean) / std for a network that
+        standardises its inputs, else as it is."""
+        return x if self.normalize is None else (x - self.mean) / self.std
+
     def forward(self, x: Tensor) -> Tensor:
-        if self.normalize is not None:
-            x = (x - self.mean) / self.std
+        x = self.standardised(x)
         if self.channels_last and x.dim() == 4:  # a no-op when the input is laid out already
             x = x.contiguous(memory_format=torch.channels_last)
         for layer in self.layers:

@@ -81,21 +81,22 @@ def stages(network: Network) -> list[Stage]:
 def stage_outputs(network: Network, x: Tensor) -> list[Tensor]:
     """The values of every stage for a batch ``x``, aligned with ``stages(network)``.
 
-    The last stage holds the class probabilities (the softmax of the output, as
-    ``predict.probabilities`` gives them). A ConvPool adds bias and σ after
-    pooling, so its convolution stage is shown as σ(w ∗ a + b): with max
-    pooling (the chapter's) the pooled stage is exactly the max-pool of it,
-    since every σ cnnlab has is monotonic.
+    Everything is float32, so each value can be recomputed by hand from the one below
+    (``arithmetic.unit_story``); the last stage holds the class probabilities, the
+    softmax of the output. A ConvPool adds bias and σ after pooling, so its convolution
+    stage is shown as σ(w ∗ a + b): with max pooling (the chapter's) the pooled stage is
+    exactly the max-pool of it, since every σ cnnlab has is monotonic.
     """
     network.eval()
-    outputs, x_in = [], x
+    outputs = []
+    x = network.standardised(x.float())
     for layer in network.layers:
         if isinstance(layer, ConvPool):
             z = layer.ops.conv2d(x, layer.weight, layer.bias, layer.stride, layer.padding)
             outputs.append(ACTIVATIONS[layer.activation](z))
         x = layer(x)
         outputs.append(x)
-    outputs[-1] = probabilities(network, x_in)  # the very numbers `cnnlab predict` prints
+    outputs[-1] = x.softmax(1)
     return outputs
 
 

@@ -26,14 +26,17 @@ from werkzeug.exceptions import HTTPException
 from .. import data as datasets
 from .. import probe
 from ..arch import format_arch
+from ..arithmetic import unit_story
 from ..config import TrainConfig
 from ..data import Part
 from ..errors import CnnlabError
 from ..images import FORMATS, fit_picture, grey_levels, mnist_style
+from ..layers import MAX_SIZE
 from ..network import Network
-from ..predict import class_names, reads_digits
+from ..predict import class_names, labels, reads_digits
 from ..runs import trained_config
 from .folder import NotServed, ServedFolder
+from .geometry import geometry
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 2 * 1024 * 1024  # bytes of one request body
@@ -112,6 +115,40 @@ def _pixels_from_json(body: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1)) if depth == 3 else array[None]
 
 
+def _grey_from_bytes(data: bytes) -> np.ndarray:
+    """Grey levels sent as raw bytes (row by row, ``width`` and ``height`` in the query): what
+    the drawing pad sends, with no picture format to encode or decode."""
+    width, height = _int_arg("width"), _int_arg("height")
+    if not (0 < width and 0 < height and width * height == len(data)):
+        raise CnnlabError(
+            f"send width × height bytes of grey levels: {len(data):,} bytes do not make"
+            f" {width}×{height}"
+        )
+    return np.frombuffer(data, np.uint8).reshape(height, width).astype(np.float32)
+
+
+def request_input(network: Network, meta: dict[str, Any]) -> np.ndarray:
+    """The picture a request sends, as the network's (depth, H, W) input in [0, 1]: an image
+    file (multipart field 'image'), grey levels as raw bytes (digit networks), or JSON pixels
+    that are the input already."""
+    shape = _check_input(network)
+    digits = reads_digits(network, meta)
+    upload = request.files.get("image")
+    if upload is not None:
+        if digits:
+            return mnist_style(decode_upload(upload.read()), "the image")[None]
+        return decode_picture(upload.read(), shape)
+    if request.content_type == "application/octet-stream" and digits:
+        return mnist_style(_grey_from_bytes(request.get_data()), "the drawing")[None]
+    if request.is_json:
+        return _pixels_from_json(_json_body(), shape)
+    raw = " or grey levels as application/octet-stream" if digits else ""
+    raise CnnlabError(
+        f"send an image file (multipart field 'image'){raw} or JSON"
+        f' {{"pixels": {_shape_text(shape)}}}'
+    )
+
+
 def _check_input(network: Network) -> tuple[int, ...]:
     """The network's input shape, if the explorer can show it (grey or colour pictures)."""
     shape = tuple(network.input_shape)
@@ -130,9 +167,16 @@ def _picture(values: Tensor) -> Tensor:
 def _int_arg(name: str, default: int | None = None) -> int:
     text = request.args.get(name, "" if default is None else str(default))
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise CnnlabError(f"query parameter {name!r} must be a whole number") from None
+    if abs(value) > MAX_SIZE:
+        raise CnnlabError(f"query parameter {name!r} is out of range")
+    return value
+
+
+def _name(names: list[str], index: int) -> str:
+    return names[index] if index < len(names) else str(index)
 
 
 def analysis(network: Network, meta: dict[str, Any], x: Tensor) -> dict[str, Any]:
@@ -142,7 +186,7 @@ def analysis(network: Network, meta: dict[str, Any], x: Tensor) -> dict[str, Any
     probabilities = outputs[-1][0]
     best = int(probabilities.argmax())
     return {
-        "input": _numbers(_picture(x)),
+        "input": _numbers(_picture(x), 6),  # precise enough to be sent back for a unit's story
         "probabilities": _numbers(probabilities, 6),
         "predicted": best,
         "label": class_names(network, meta)[best],
@@ -165,7 +209,7 @@ def describe(name: str, network: Network, meta: dict[str, Any]) -> dict[str, Any
     try:
         first = probe.filters(network)[0]
         shape, weights = list(first.weights.shape), _numbers(first.weights)
-        filters = {"name": first.name, "shape": shape, "weights": weights}
+        filters = {"name": first.name, "layer": first.layer, "shape": shape, "weights": weights}
     except CnnlabError:
         filters = None
     return {
@@ -178,8 +222,20 @@ def describe(name: str, network: Network, meta: dict[str, Any]) -> dict[str, Any
         "epoch": meta.get("epoch"),
         "test_accuracy": meta.get("test_accuracy"),
         "summary": network.summary(),
+        "layers": [
+            {
+                "name": row.name,
+                "shape": list(row.output_shape),
+                "parameters": row.parameters,
+                "formula": row.formula,
+                "flops": row.flops,
+                "receptive_field": row.receptive_field,
+            }
+            for row in network.summary_rows()
+        ],
         "stages": [
-            {"name": s.name, "kind": s.kind, "shape": list(s.shape)} for s in probe.stages(network)
+            {"name": s.name, "kind": s.kind, "shape": list(s.shape), "layer": s.layer}
+            for s in probe.stages(network)
         ],
         "filters": filters,
     }
@@ -234,6 +290,8 @@ def create_app(
     app.json.sort_keys = False
     test_images = _TestImages()
     busy = threading.BoundedSemaphore(max_busy)
+    predictions: dict[tuple[str, int, int], Tensor] = {}
+    predictions_lock = threading.Lock()
 
     @app.before_request
     def check_host() -> tuple[Response, int] | None:
@@ -299,21 +357,30 @@ def create_app(
 
     def analyse_request() -> Response:
         name, network, meta = folder.network(request.args.get("checkpoint"))
-        shape = _check_input(network)
-        upload = request.files.get("image")
-        if upload is not None:
-            if reads_digits(network, meta):
-                x = mnist_style(decode_upload(upload.read()), "the image")[None]
-            else:
-                x = decode_picture(upload.read(), shape)
-        elif request.is_json:
-            x = _pixels_from_json(_json_body(), shape)
-        else:
-            raise CnnlabError(
-                "send an image file (multipart field 'image') or JSON"
-                f' {{"pixels": {_shape_text(shape)}}}'
-            )
+        x = request_input(network, meta)
         return jsonify(checkpoint=name, **analysis(network, meta, torch.from_numpy(x)))
+
+    @app.post("/api/unit")
+    def unit() -> Response | tuple[Response, int]:
+        return heavy(unit_request)
+
+    def unit_request() -> Response:
+        _, network, meta = folder.network(request.args.get("checkpoint"))
+        x = torch.from_numpy(request_input(network, meta))
+        story = unit_story(
+            network,
+            x,
+            _int_arg("stage"),
+            _int_arg("map", 0),
+            _int_arg("row", 0),
+            _int_arg("col", 0),
+        )
+        return jsonify(story)
+
+    @app.get("/api/geometry")
+    def window_geometry() -> Response:
+        names = ("side", "depth", "maps", "size", "stride", "padding", "pool", "hidden")
+        return jsonify(geometry(**{name: _int_arg(name) for name in names}))
 
     @app.get("/api/receptive-field")
     def receptive_field() -> Response:
@@ -328,24 +395,39 @@ def create_app(
         return heavy(samples_request)
 
     def samples_request() -> Response:
-        _, network, meta = folder.network(request.args.get("checkpoint"))
+        name, network, meta = folder.network(request.args.get("checkpoint"))
         count, seed = _int_arg("count", 12), _int_arg("seed", 0)
         if not 1 <= count <= MAX_SAMPLES:
             raise CnnlabError(f"count must be between 1 and {MAX_SAMPLES}")
-        config = trained_config(meta)
-        part = test_images.get(config)
+        part = test_images.get(trained_config(meta))
         generator = torch.Generator().manual_seed(seed % 2**63)
-        indices = torch.randperm(len(part), generator=generator)[:count]
+        if request.args.get("mistakes") == "1":
+            wrong = torch.nonzero(test_predictions(name, network, part) != part.labels).flatten()
+            indices = wrong[torch.randperm(len(wrong), generator=generator)[:count]]
+        else:
+            indices = torch.randperm(len(part), generator=generator)[:count]
         names = class_names(network, meta)
-        found = [names[i] if i < len(names) else str(i) for i in part.labels[indices].tolist()]
-        images = part.images[indices].float() / 255
-        pictures = images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)
+        images = part.images[indices]
+        predicted = labels(network, images).tolist() if len(indices) else []
+        pictures = images.float() / 255
+        pictures = pictures[:, 0] if pictures.shape[1] == 1 else pictures.permute(0, 2, 3, 1)
+        config = trained_config(meta)
         return jsonify(
             dataset=config.dataset if config.data is None else config.data,
             indices=indices.tolist(),
-            labels=found,
+            labels=[_name(names, i) for i in part.labels[indices].tolist()],
+            predicted=[_name(names, i) for i in predicted],
             pixels=_numbers(pictures, 6),
         )
+
+    def test_predictions(name: str, network: Network, part: Part) -> Tensor:
+        """The network's label for every test image, worked out once per loaded network."""
+        key = (name, id(network), len(part))
+        with predictions_lock:
+            if key not in predictions:
+                predictions.clear()  # only the current network's are worth keeping
+                predictions[key] = probe.predictions(network, part)
+            return predictions[key]
 
     @app.get("/api/runs")
     def runs() -> Response:
