@@ -24,7 +24,7 @@ from .data import Part
 from .errors import CnnlabError
 from .layers import ACTIVATIONS, Conv, ConvPool, Layer, Shape
 from .network import Network
-from .predict import labels, probabilities
+from .predict import labels
 from .runs import METRICS
 
 # (size, stride, padding) of one sliding window

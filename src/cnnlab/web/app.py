@@ -119,7 +119,7 @@ def _grey_from_bytes(data: bytes) -> np.ndarray:
     """Grey levels sent as raw bytes (row by row, ``width`` and ``height`` in the query): what
     the drawing pad sends, with no picture format to encode or decode."""
     width, height = _int_arg("width"), _int_arg("height")
-    if not (0 < width and 0 < height and width * height == len(data)):
+    if not (width > 0 and height > 0 and width * height == len(data)):
         raise CnnlabError(
             f"send width × height bytes of grey levels: {len(data):,} bytes do not make"
             f" {width}×{height}"
