@@ -367,15 +367,8 @@ def create_app(
     def unit_request() -> Response:
         _, network, meta = folder.network(request.args.get("checkpoint"))
         x = torch.from_numpy(request_input(network, meta))
-        story = unit_story(
-            network,
-            x,
-            _int_arg("stage"),
-            _int_arg("map", 0),
-            _int_arg("row", 0),
-            _int_arg("col", 0),
-        )
-        return jsonify(story)
+        where = [_int_arg(name, 0) for name in ("map", "row", "col")]
+        return jsonify(unit_story(network, x, _int_arg("stage"), *where))
 
     @app.get("/api/geometry")
     def window_geometry() -> Response:

@@ -35,7 +35,7 @@ def _row(spec: dict[str, Any], layers: list[dict[str, Any]]) -> list[dict[str, A
             "shape": list(r.output_shape),
             "parameters": r.parameters,
             "formula": r.formula,
-        }  # fmt: skip
+        }
         for r in rows
     ]
 
