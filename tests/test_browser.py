@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -302,6 +303,241 @@ def test_switching_checkpoints_rebuilds_the_maps_and_analyses_again(page):
     settle(page)
     assert all(painted(page, f".stage {MAPS}"))
     assert "convpool6x5" in page.inner_text("#network-info")
+
+
+def page_input(page) -> torch.Tensor:
+    """The input the page's network saw last, as the (1, 28, 28) tensor it was."""
+    return torch.tensor(page.evaluate("state.last.input"), dtype=torch.float32)[None]
+
+
+def numbers(text: str) -> list[float]:
+    """The numbers of a line of the page (its minus signs are '−')."""
+    return [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", text.replace("−", "-"))]
+
+
+def test_a_conv_units_arithmetic_is_the_networks_own(page, network):
+    target = page.locator(f"#stage-0 {MAPS}").nth(3)  # conv 8×5×5 → 8×24×24, 3 px a unit
+    target.click(position={"x": 1 + 10 * 3 + 1, "y": 1 + 7 * 3 + 1})  # inside its 1-px border
+    page.wait_for_selector("#unit-sums")
+    assert page.inner_text("#unit-body h3") == "unit (7, 10) of map 4 in conv 8×5×5"
+    x = page_input(page)
+    layer = network.layers[0]
+    window = x[0, 7:12, 10:15]
+    weights = layer.weight[3, 0].detach()
+    total = float((weights * window).sum())
+    b = float(layer.bias[3].detach())
+    z = total + b
+    value = float(probe.stage_outputs(network, x[None])[0][0, 3, 7, 10])
+    sigma, plus, b_shown, z_shown, *_, a_shown = numbers(page.inner_text("#unit-sums"))
+    assert sigma == pytest.approx(total, abs=1e-4) and plus == sigma
+    assert b_shown == pytest.approx(b, abs=1e-4)
+    assert z_shown == pytest.approx(z, abs=1e-4) and a_shown == pytest.approx(max(z, 0), abs=1e-4)
+    assert numbers(page.inner_text("#unit-value"))[-1] == pytest.approx(value, abs=1e-5)
+    products = [numbers(t)[0] for t in page.locator("#unit-products td").all_inner_texts()]
+    assert products == pytest.approx((weights * window).flatten().tolist(), abs=2e-3, rel=5e-3)
+    shown_weights = [numbers(t)[0] for t in page.locator("#unit-weights td").all_inner_texts()]
+    assert shown_weights == pytest.approx(weights.flatten().tolist(), abs=1e-3, rel=5e-3)
+    # the filter every unit of map 4 shares is the one highlighted, and the window is outlined
+    assert page.evaluate("[...document.querySelectorAll('#filters canvas.shared')]"
+                         ".map((c) => c.dataset.map)") == ["3"]  # fmt: skip
+    assert "rows 7–11, columns 10–14 (5×5 pixels)" in page.inner_text("#field-info")
+    page.click("text=Step through the sum")
+    page.wait_for_function("document.querySelector('#unit-running').textContent.startsWith('Σ')",
+                           timeout=15_000)  # fmt: skip
+    assert numbers(page.inner_text("#unit-running"))[-1] == pytest.approx(total, abs=1e-4)
+
+
+def test_a_pooled_unit_shows_its_window_and_the_winner(page, network):
+    page.locator(f"#stage-1 {MAPS}").nth(5).click(position={"x": 1 + 2 * 6 + 2, "y": 1 + 9 * 6 + 2})
+    page.wait_for_selector("#unit-inputs td.won")
+    x = page_input(page)
+    conv = probe.stage_outputs(network, x[None])[0][0, 5, 18:20, 4:6]
+    cells = [numbers(t)[0] for t in page.locator("#unit-inputs td").all_inner_texts()]
+    assert cells == pytest.approx(conv.flatten().tolist(), abs=1e-3, rel=5e-3)
+    assert numbers(page.inner_text("#unit-inputs td.won"))[0] == pytest.approx(float(conv.max()),
+                                                                              rel=5e-3)  # fmt: skip
+    assert page.inner_text("#unit-sums").startswith("max = ")
+
+
+def test_a_class_shows_the_softmax_from_weighted_inputs_to_probabilities(page, network):
+    page.locator("#probabilities button").nth(4).click()
+    page.wait_for_selector("#unit-softmax")
+    x = page_input(page)
+    logits = network(x[None])[0].detach()
+    rows = page.locator("#unit-softmax tr").all_inner_texts()[1:]
+    shown_z = [numbers(row.split("\t")[1])[0] for row in rows]
+    assert shown_z == pytest.approx(logits.tolist(), abs=1e-3, rel=1e-3)
+    p = float(logits.softmax(0)[4])
+    assert numbers(page.inner_text("#unit-sums"))[-1] == pytest.approx(p, abs=1e-4, rel=1e-3)
+    bar = page.locator("#probabilities .value").nth(4).inner_text()
+    assert float(bar.rstrip("%")) == pytest.approx(100 * p, abs=0.06)
+
+
+def test_every_legend_spans_its_maps_values(page, network):
+    outputs = probe.stage_outputs(network, page_input(page)[None])
+    for index, values in enumerate(outputs[:-1]):
+        legend = page.locator(f"#stage-{index} .legend")
+        low, high = float(legend.get_attribute("data-min")), float(legend.get_attribute("data-max"))
+        assert low == pytest.approx(float(values.min()), abs=1e-5)
+        assert high == pytest.approx(float(values.max()), abs=1e-5)
+        assert legend.locator(".legend-range").inner_text().startswith("values ")
+
+
+def test_hovering_a_unit_shows_its_value_and_filter_i_lights_up_map_i(page, network):
+    target = page.locator(f"#stage-0 {MAPS}").nth(2)
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
+    page.mouse.move(box["x"] + 1 + 5 * 3 + 1, box["y"] + 1 + 12 * 3 + 1)  # unit (12, 5)
+    value = float(probe.stage_outputs(network, page_input(page)[None])[0][0, 2, 12, 5])
+    tip = page.inner_text("#tip")
+    assert tip.startswith("map 3, unit (12, 5): ")
+    assert numbers(tip)[-1] == pytest.approx(value, abs=1e-3, rel=1e-3)
+    assert page.is_visible("#hover-box")
+    assert page.evaluate("document.querySelector('#filters canvas[data-map=\"2\"]')"
+                         ".classList.contains('linked')")  # fmt: skip
+    page.locator("#filters canvas").nth(6).hover()
+    linked = page.evaluate("[...document.querySelectorAll('.stage canvas.linked')]"
+                           ".map((c) => [c.dataset.stage, c.dataset.map])")  # fmt: skip
+    assert linked == [["0", "6"], ["1", "6"]]  # the conv map and its pooled map
+
+
+def test_the_layer_table_is_summarys_and_is_not_cut_off(page, network):
+    rows = page.locator("#layers tr").all_inner_texts()[1:-1]
+    expected = network.summary_rows()
+    assert len(rows) == len(expected)
+    for row, want in zip(rows, expected):
+        cells = row.split("\t")
+        assert cells[0] == want.name and cells[2] == f"{want.parameters:,}"
+        assert cells[3] == want.formula
+    assert page.evaluate("(() => { const t = document.querySelector('#layers');"
+                         " return t.scrollWidth <= t.parentElement.clientWidth; })()")  # fmt: skip
+    about = page.inner_text("#stage-0 .about")
+    assert "shared weights" in about and "8 × (5·5·1 + 1) = 208 shared parameters" in about
+
+
+def playground_counts(page) -> list[int]:
+    return [int(t.replace(",", "")) for t in page.locator(".g-count").all_inner_texts()]
+
+
+@pytest.mark.parametrize(
+    ("settings", "arch", "shape"),
+    [({}, "conv20x5-pool2", (1, 28, 28)),
+     ({"side": 32, "depth": 3, "size": 3, "stride": 2, "padding": 1, "maps": 16, "pool": 1},
+      "conv16x3s2p1", (3, 32, 32))],
+)  # fmt: skip
+def test_the_geometry_playground_counts_as_cnnlab_summary_does(page, settings, arch, shape):
+    for name, value in settings.items():
+        page.fill(f"#g-{name}", str(value))
+    conv = Network.shapes_only({"input": list(shape), "layers": parse_arch(arch)}).summary_rows()
+    window = arch.split("-")[0]
+    local = Network.shapes_only({"input": list(shape), "layers": parse_arch("local" + window[4:])})
+    fc = Network.shapes_only({"input": list(shape), "layers": parse_arch("fc30")})
+    expected = [
+        conv[1].parameters,
+        local.summary_rows()[1].parameters,
+        fc.summary_rows()[1].parameters,
+    ]
+    page.wait_for_function(
+        f"document.querySelectorAll('.g-count').length === 3 &&"
+        f" document.querySelector('.g-count').textContent === '{expected[0]:,}'"
+    )
+    assert playground_counts(page) == expected
+    sizes = page.inner_text("#g-sizes")
+    assert "×".join(map(str, conv[1].output_shape)) + " feature maps" in sizes
+    if not settings:  # the chapter's example: 520 shared parameters against 23,550
+        assert expected[0] == 520 and expected[2] == 23_550
+        assert "pooled 2×2 to 20×12×12" in sizes
+    page.fill("#g-size", "40")
+    page.wait_for_function(
+        "document.querySelector('#g-error').textContent.includes('does not fit')"
+    )
+
+
+def test_keyboard_alone_reaches_a_prediction_and_a_units_arithmetic(browser, base_url):
+    page = open_page(browser, base_url)
+    try:
+        settle(page)
+        for _ in range(40):  # to the first test digit, by Tab alone
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.closest('#samples') !== null"):
+                break
+        focused = page.evaluate("document.activeElement.getAttribute('aria-label')")
+        assert focused.startswith("test digit")
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline != "none"  # the focus is visible
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.querySelectorAll('#samples [aria-pressed=true]').length"
+                               " === 1 && document.activeElement.getAttribute('aria-pressed')"
+                               " === 'true'")  # fmt: skip
+        settle(page)
+        assert page.inner_text("#prediction") != ""
+        page.focus(f"#stage-0 {MAPS}")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#unit-sums")
+        assert page.inner_text("#unit-body h3") == "unit (12, 12) of map 1 in conv 8×5×5"
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function("document.querySelector('#unit-body h3').textContent"
+                               ".startsWith('unit (12, 13)')")  # fmt: skip
+        labelled = page.evaluate("""[...document.querySelectorAll('select, input')].every((e) =>
+            e.labels && e.labels.length > 0)""")
+        assert labelled  # every control has a label
+    finally:
+        page.close()
+    assert not page.errors, page.errors
+
+
+def test_axe_finds_no_serious_accessibility_violation(page):
+    axe_playwright = pytest.importorskip("axe_playwright_python.sync_playwright")
+    page.locator(f"#stage-0 {MAPS}").first.click(position={"x": 30, "y": 30})
+    page.wait_for_selector("#unit-sums")
+    results = axe_playwright.Axe().run(page)
+    serious = [
+        (v["id"], v["help"], [n["target"] for n in v["nodes"]][:3])
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert not serious, serious
+
+
+def test_a_finished_drawing_is_answered_and_announced_once(page, record_property):
+    page.click("#clear")
+    page.evaluate("""window.announced = 0;
+        new MutationObserver(() => window.announced++).observe(
+            document.querySelector('#announce'), { childList: true, characterData: true,
+                                                  subtree: true });""")
+    stroke(page, [(90, 60), (200, 60), (150, 160), (120, 250)])
+    settle(page)
+    stroke(page, [(110, 150), (190, 150)])
+    settle(page)
+    assert page.evaluate("window.announced") == 2  # once a stroke, however many updates
+    assert page.inner_text("#announce").startswith("The network says ")
+    ms = float(page.evaluate("document.body.dataset.answerMs"))
+    record_property("pen_up_to_answer_ms", ms)  # a budget of 200 ms, reported, not asserted
+    print(f"pen-up to answer: {ms:.0f} ms")
+
+
+def test_on_a_phone_the_answer_stays_in_view_and_grids_wrap(browser, base_url):
+    page = open_page(browser, base_url, {"width": 390, "height": 844})
+    try:
+        settle(page)
+        page.locator("#draw").scroll_into_view_if_needed()
+        page.click("#clear")
+        stroke(page, [(140, 40), (140, 240)])
+        settle(page)
+        verdict = page.locator("#verdict").bounding_box()
+        assert verdict["y"] >= 0 and verdict["y"] + verdict["height"] <= 844
+        assert page.inner_text("#verdict").startswith("says ")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        right_edges = page.evaluate(f"""[...document.querySelectorAll('.stage {MAPS}')]
+            .map((c) => c.getBoundingClientRect().right)""")
+        assert max(right_edges) <= 390
+        sharp = page.evaluate("""[...document.querySelectorAll('.charts canvas')].every((c) =>
+            c.width === Math.round(c.clientWidth * devicePixelRatio))""")
+        assert sharp  # drawn at their size on the screen: 12-px text stays 12 px
+    finally:
+        page.close()
+    assert not page.errors, page.errors
 
 
 def test_training_curves_follow_the_metrics_log(page, served, trained_run):

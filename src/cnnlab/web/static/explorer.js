@@ -56,7 +56,13 @@ const greyInk = (v) => { const g = 255 * (1 - v); return [g, g, g]; }; // dark i
 // A picture as it is: a grey level in [0, 1] (0 black), or an [r, g, b] triple in [0, 1].
 const natural = (v) => (typeof v === "number" ? [255 * v, 255 * v, 255 * v] : v.map((c) => 255 * c));
 const css = ([r, g, b]) => `rgb(${r | 0}, ${g | 0}, ${b | 0})`;
-const textOn = ([r, g, b]) => (0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#000" : "#fff");
+// Black or white text, whichever contrasts more with the colour (WCAG's relative luminance):
+// on any colour one of them reaches at least 4.58:1.
+function textOn(rgb) {
+  const [r, g, b] = rgb.map((c) => { const v = c / 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+  const luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  return (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) ? "#000" : "#fff";
+}
 
 // Paint a 2-D array onto a canvas, `scale` screen pixels per value. The values are numbers,
 // or [r, g, b] triples; `colour` turns one into [r, g, b] in 0…255 (by default: `natural`).
@@ -115,7 +121,9 @@ function hideTip() { tip.hidden = true; hoverBox.hidden = true; }
 
 // The cell of a rows×cols canvas under the pointer, and its rectangle on the screen.
 function cellAt(canvas, event, rows, cols) {
-  const box = canvas.getBoundingClientRect();
+  const outer = canvas.getBoundingClientRect(); // the picture itself starts inside the border
+  const box = { left: outer.left + canvas.clientLeft, top: outer.top + canvas.clientTop,
+    width: canvas.clientWidth, height: canvas.clientHeight };
   const row = Math.min(rows - 1, Math.max(0, Math.floor((event.clientY - box.top) / box.height * rows)));
   const col = Math.min(cols - 1, Math.max(0, Math.floor((event.clientX - box.left) / box.width * cols)));
   const w = box.width / cols, h = box.height / rows;
@@ -604,6 +612,7 @@ async function openUnit(unit) {
       shape.length === 3 ? api(`/api/receptive-field?${query({ stage, row, col })}`) : null,
     ]);
     state.story = story;
+    document.querySelectorAll("#filters canvas.shared").forEach((c) => c.classList.remove("shared"));
     state.field = field && { stage, map, row, col, rows: shape[1], cols: shape[2], ...field };
     showAnalysis(state.last);
     if (!state.field) $("field-info").textContent = "";
@@ -674,7 +683,7 @@ const el = (tag, props = {}, ...children) => {
 };
 
 function cellTable(caption, rows, scale, options = {}) {
-  const table = el("table", { className: options.id || "" }, el("caption", { textContent: caption }));
+  const table = el("table", { id: options.id || "" }, el("caption", { textContent: caption }));
   rows.forEach((row, i) => {
     const tr = el("tr");
     row.forEach((v, j) => {
@@ -783,7 +792,7 @@ const STORIES = {
       + ` a = ${sigma(s.activation)} = ${fmt(s.a, 5)}`;
     body.append(sums, stepper(cells, () => channel, s));
     if (s.below < 0 && state.network.filters && state.network.filters.layer === state.network.stages[s.stage].layer) {
-      document.querySelectorAll("#filters canvas").forEach((c) => c.classList.toggle("linked", Number(c.dataset.map) === s.unit.map));
+      document.querySelectorAll("#filters canvas").forEach((c) => c.classList.toggle("shared", Number(c.dataset.map) === s.unit.map));
     }
   },
   local(body, s) { STORIES.conv(body, s); },
@@ -1126,6 +1135,7 @@ function chart(canvas, title, rows, series, percent) {
   if (percent) { hi = Math.min(hi, 100); lo = Math.max(lo, 0); }
   if (!percent) lo = Math.max(lo, 0);
   const epochs = Math.max(...rows.map((r) => r.epoch));
+  canvas.dataset.axes = JSON.stringify({ lo, hi, epochs }); // what the axes span, for the tests
   const x = epochs === 1 ? () => L + (W - L - R) / 2 : (e) => L + (e - 1) / (epochs - 1) * (W - L - R);
   const y = (v) => T + (hi - v) / (hi - lo) * (H - T - B);
   ctx.strokeStyle = "#ccc";
