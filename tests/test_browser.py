@@ -543,6 +543,8 @@ def test_on_a_phone_the_answer_stays_in_view_and_grids_wrap(browser, base_url):
 def test_training_curves_follow_the_metrics_log(page, served, trained_run):
     page.wait_for_function("document.querySelector('#run-status').textContent.includes('epoch 1')")
     assert page.inner_text("#run-status").startswith("epoch 1 of 2")
+    axes = json.loads(page.get_attribute("#accuracy-chart", "data-axes"))
+    assert axes["epochs"] == 1 and axes["hi"] <= 100  # one epoch: a point, not an axis from 1 to 2
     rows = (trained_run / METRICS).read_text().splitlines()
     (served / "run" / METRICS).write_text("\n".join(rows) + "\n")  # the second epoch finishes
     page.wait_for_function(
@@ -552,6 +554,25 @@ def test_training_curves_follow_the_metrics_log(page, served, trained_run):
     test = json.loads(rows[-1])["test_accuracy"]
     assert f"test {100 * test:.2f}%" in page.inner_text("#run-status")
     assert all(painted(page, ".charts canvas"))
+    axes = json.loads(page.get_attribute("#accuracy-chart", "data-axes"))
+    assert axes["epochs"] == 2 and axes["hi"] <= 100
+
+
+def test_the_training_panel_follows_the_checkpoint_and_picks_up_new_runs(page, served,
+                                                                        trained_run):  # fmt: skip
+    page.wait_for_function("document.querySelector('#run').value === 'run'")
+    try:
+        shutil.copytree(trained_run, served / "later")  # `cnnlab train` starts another run
+        page.wait_for_function("document.querySelector('#run').value === 'later'", timeout=10_000)
+        page.wait_for_function("[...document.querySelector('#checkpoint').options]"
+                               ".some((o) => o.value === 'later/model.safetensors')",
+                               timeout=10_000)  # fmt: skip
+        page.select_option("#checkpoint", RUN)
+        page.wait_for_function("document.querySelector('#run').value === 'run'")
+        page.select_option("#checkpoint", "later/model.safetensors")
+        page.wait_for_function("document.querySelector('#run').value === 'later'")
+    finally:
+        shutil.rmtree(served / "later")
 
 
 COLOURS = ["red", "green", "blue"]
