@@ -490,7 +490,7 @@ function buildMaps(network) {
     grid.className = "grid";
     const maps = isMap ? stage.shape[0] : 1;
     const [rows, cols] = isMap ? stage.shape.slice(1) : unitGrid(stage.shape[0]);
-    const scale = isMap ? Math.max(3, Math.round(MAP_SIDE / Math.max(rows, cols))) : 12;
+    const scale = isMap ? Math.min(24, Math.max(3, Math.round(MAP_SIDE / Math.max(rows, cols)))) : 12;
     for (let map = 0; map < maps; map++) {
       const canvas = document.createElement("canvas");
       canvas.width = cols * scale; canvas.height = rows * scale; // the real size from the start
@@ -1016,6 +1016,8 @@ async function updateGeometry() {
   }
 }
 
+// The input (with its padding, grey) on the left, the window at one position; the feature map
+// on the right, the unit that position makes lit.
 function drawGeometry() {
   const canvas = $("g-canvas");
   const ctx = canvas.getContext("2d");
@@ -1026,20 +1028,24 @@ function drawGeometry() {
   const p = Number($("g-padding").value), k = Number($("g-size").value), s = Number($("g-stride").value);
   const out = answer.conv.shape[1];
   const total = side + 2 * p;
-  const cell = canvas.width / total;
-  for (let i = 0; i < total; i++) {
-    for (let j = 0; j < total; j++) {
-      const padded = i < p || j < p || i >= p + side || j >= p + side;
-      ctx.fillStyle = padded ? "#e6e6e6" : "#fff";
-      ctx.fillRect(j * cell, i * cell, cell, cell);
+  const room = canvas.height;
+  const cell = room / total;
+  const grid = (x0, n, size, fill) => {
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        ctx.fillStyle = fill(i, j);
+        ctx.fillRect(x0 + j * size, i * size, size, size);
+      }
     }
-  }
-  ctx.strokeStyle = "#ccc";
-  ctx.lineWidth = 0.5;
-  for (let i = 0; i <= total; i++) {
-    ctx.beginPath(); ctx.moveTo(0, i * cell); ctx.lineTo(canvas.width, i * cell); ctx.stroke();
-    ctx.beginPath(); ctx.moveTo(i * cell, 0); ctx.lineTo(i * cell, canvas.width); ctx.stroke();
-  }
+    ctx.strokeStyle = "#bbb";
+    ctx.lineWidth = 0.5;
+    for (let i = 0; i <= n; i++) {
+      ctx.beginPath(); ctx.moveTo(x0, i * size); ctx.lineTo(x0 + n * size, i * size); ctx.stroke();
+      ctx.beginPath(); ctx.moveTo(x0 + i * size, 0); ctx.lineTo(x0 + i * size, n * size); ctx.stroke();
+    }
+  };
+  const padded = (i, j) => i < p || j < p || i >= p + side || j >= p + side;
+  grid(0, total, cell, (i, j) => (padded(i, j) ? "#e0e0e0" : "#fff"));
   const step = playground.step % (out * out);
   const row = Math.floor(step / out), col = step % out;
   ctx.fillStyle = "rgba(179, 80, 0, 0.35)";
@@ -1047,6 +1053,8 @@ function drawGeometry() {
   ctx.strokeStyle = "#b35000";
   ctx.lineWidth = 2;
   ctx.strokeRect(col * s * cell, row * s * cell, k * cell, k * cell);
+  const x0 = room + 24, outCell = Math.min(cell * Math.max(1, s), (canvas.width - x0) / out);
+  grid(x0, out, outCell, (i, j) => (i === row && j === col ? "#b35000" : i * out + j < step ? "#f3d9c4" : "#fff"));
   canvas.setAttribute("aria-label", `the ${k}×${k} window at position (${row}, ${col}) of ${out}×${out}`);
 }
 
