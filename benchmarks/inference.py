@@ -6,7 +6,7 @@
 Networks are freshly initialised from each preset (speed does not depend on the
 weights), saved and loaded back with ``Network.load``, and run through
 ``cnnlab.predict.probabilities`` (bf16 where the CPU has it natively), the call behind
-``cnnlab predict`` and the explorer's probabilities. Times are medians over
+``cnnlab predict``. Times are medians over
 ``--rounds`` repetitions after a warm-up. The single-image figure is reported
 twice: the network alone, and with ``mnist_style`` preprocessing of a 28×28
 grey picture in front, which is what ``cnnlab predict`` does per file.
