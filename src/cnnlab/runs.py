@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from .config import TrainConfig
@@ -25,6 +24,7 @@ from .data import DATASETS
 from .errors import CheckpointError, CnnlabError
 from .files import write_atomically
 from .network import Network, load_tensors, save_tensors
+from .sgd import Optimizer
 
 CHECKPOINT = "checkpoint.safetensors"
 MODEL = "model.safetensors"
@@ -50,7 +50,7 @@ class TrainResult:
         return asdict(self)
 
 
-def _optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+def _optimizer_to_tensors(optimizer: Optimizer) -> tuple[dict[str, Tensor], dict]:
     state = optimizer.state_dict()
     tensors, plain = {}, {}
     for index, values in state["state"].items():
@@ -77,7 +77,7 @@ def _optimizer_from_tensors(tensors: dict[str, Tensor], meta: dict) -> dict:
 def save_checkpoint(
     path: Path,
     network: Network,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     config: TrainConfig,
     result: TrainResult,
 ) -> None:
@@ -153,7 +153,7 @@ def _checkpoint_in(out: str | Path) -> Path:
     return path
 
 
-def restore(out: Path, network: Network, optimizer: torch.optim.Optimizer) -> TrainResult:
+def restore(out: Path, network: Network, optimizer: Optimizer) -> TrainResult:
     path = _checkpoint_in(out)
     tensors, meta = load_tensors(path)
     spec, _, result = run_parts(meta, path)

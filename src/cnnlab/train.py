@@ -51,6 +51,7 @@ from .runs import (
     save_checkpoint,
     write_metrics,
 )
+from .sgd import MomentumSGD, Optimizer
 
 
 def network_spec(
@@ -97,9 +98,7 @@ def _decayed_parameters(network: Network) -> tuple[list[Tensor], list[Tensor]]:
     return weights, [p for p in network.parameters() if id(p) not in ids]
 
 
-def make_optimizer(
-    network: Network, config: TrainConfig, steps_per_epoch: int
-) -> torch.optim.Optimizer:
+def make_optimizer(network: Network, config: TrainConfig, steps_per_epoch: int) -> Optimizer:
     weights, others = _decayed_parameters(network)
     groups = [
         {"params": weights, "weight_decay": config.l2 / steps_per_epoch},
@@ -107,7 +106,7 @@ def make_optimizer(
     ]
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    return MomentumSGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -155,7 +154,7 @@ class _Stepper:
 
     network: Network
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     config: TrainConfig
     x: Tensor
     y: Tensor
