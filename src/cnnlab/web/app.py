@@ -392,7 +392,8 @@ def create_app(
         count, seed = _int_arg("count", 12), _int_arg("seed", 0)
         if not 1 <= count <= MAX_SAMPLES:
             raise CnnlabError(f"count must be between 1 and {MAX_SAMPLES}")
-        part = test_images.get(trained_config(meta))
+        config = trained_config(meta)
+        part = test_images.get(config)
         generator = torch.Generator().manual_seed(seed % 2**63)
         if request.args.get("mistakes") == "1":
             wrong = torch.nonzero(test_predictions(name, network, part) != part.labels).flatten()
@@ -404,7 +405,6 @@ def create_app(
         predicted = labels(network, images).tolist() if len(indices) else []
         pictures = images.float() / 255
         pictures = pictures[:, 0] if pictures.shape[1] == 1 else pictures.permute(0, 2, 3, 1)
-        config = trained_config(meta)
         return jsonify(
             dataset=config.dataset if config.data is None else config.data,
             indices=indices.tolist(),
