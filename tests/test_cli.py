@@ -103,6 +103,7 @@ def test_train_prints_test_accuracy_last(capsys, tmp_path, mnist):
     ("argv", "message"),
     [
         (["train", "--preset", "nope"], "unknown preset 'nope'"),
+        (["train", "--momentum", "0"], "Nesterov's momentum needs --momentum > 0"),
         (["train", "--arch", "conv20-softmax10"], "cannot read layer 'conv20'"),
         (["summary", "--arch", "conv4x7-softmax10", "--input", "1x5x5"], "7×7 window"),
         (["summary", "--arch", "conv4x5-fc10-conv2x3-softmax10"], "needs feature maps"),
@@ -238,3 +239,15 @@ def test_ensemble_train_reports_members_their_mean_and_both_votes_and_resumes(
     assert status == 0 and Image.open(tmp_path / "m.png").size[0] > 100
     status, _, err = run(capfd, "ensemble", "evaluate", tmp_path, "--mistakes", tmp_path / "m.x")
     assert status == 2 and "cannot write .x" in err
+
+
+@pytest.mark.parametrize("level", [0, 25, 230, 255])
+def test_predict_says_a_picture_of_one_grey_level_holds_no_digit(capsys, tmp_path, trained_run,
+                                                                level):  # fmt: skip
+    path = tmp_path / "blank.png"
+    Image.fromarray(np.full((60, 40), level, np.uint8)).save(path)
+    status, out, err = run(capsys, "predict", trained_run, path)
+    assert status == 2 and out == ""
+    assert (
+        err.strip().endswith("no digit found (the image is blank)") and len(err.splitlines()) == 1
+    )

@@ -557,7 +557,8 @@ def test_raw_grey_levels_are_read_as_the_same_picture_uploaded(client, mnist):
     for query, data, message in [("width=90&height=121", grey.tobytes(), "do not make 90×121"),
                                  ("width=90", grey.tobytes(), "'height' must be a whole"),
                                  ("width=0&height=0", b"", "do not make 0×0"),
-                                 ("width=2&height=2", bytes([255] * 4), "blank")]:  # fmt: skip
+                                 ("width=2&height=2", bytes([255] * 4), "blank"),
+                                 ("width=3&height=3", bytes([100] * 9), "blank")]:  # fmt: skip
         answer = client.post(f"/api/analyze?{query}", data=data,
                              content_type="application/octet-stream")  # fmt: skip
         assert answer.status_code == 400 and message in answer.json["error"], answer.json
@@ -626,7 +627,7 @@ def test_samples_say_what_the_network_makes_of_them_and_can_be_its_mistakes(
 ):
     network, _ = Network.load(trained_run / MODEL)
     answer = client.get("/api/samples?count=20&seed=3").json
-    predicted = labels(network, mnist.test.images[answer["indices"]]).tolist()
+    predicted = labels(network, mnist.test.images[answer["indices"]], precision="fp32").tolist()
     assert answer["predicted"] == [str(p) for p in predicted]
     wrong = client.get("/api/samples?count=15&seed=1&mistakes=1").json
     truth = mnist.test.labels[wrong["indices"]].tolist()

@@ -214,7 +214,7 @@ def _dense_story(layer: FullyConnected, a: Tensor, unit: int) -> dict[str, Any]:
     }
 
 
-def _softmax_story(layer: Softmax, a: Tensor, unit: int) -> dict[str, Any]:
+def _softmax_story(layer: FullyConnected, a: Tensor, unit: int) -> dict[str, Any]:
     """The output layer: every class's weighted input z, then e^z / Σ e^z."""
     story = _dense_story(layer, a, unit)
     with torch.inference_mode():
@@ -274,8 +274,8 @@ def unit_story(
             story = _subsample_story(layer, a, map_, row, col)
         elif isinstance(layer, BatchNorm):
             story = _batchnorm_story(layer, a, index)
-        elif isinstance(layer, Softmax):
-            story = _softmax_story(layer, a, map_)
+        elif isinstance(layer, Softmax) or stage_index == len(all_stages) - 1:
+            story = _softmax_story(layer, a, map_)  # the last stage holds the probabilities
         else:
             story = _dense_story(layer, a, map_)
             story |= {"activation": layer.activation}

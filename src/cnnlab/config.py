@@ -66,6 +66,7 @@ class TrainConfig:
             (0 <= self.seed < MAX_SEED, f"seed must be a whole number from 0 to {MAX_SEED - 1:,}"),
             (self.l2 >= 0, "l2 must be >= 0"),
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+            (self.momentum > 0 or not self.nesterov, "Nesterov's momentum needs --momentum > 0"),
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
             (0 < self.warmup < 1, "warmup must be in (0, 1)"),
             (0 < self.test_fraction < 1, "test fraction must be between 0 and 1"),

@@ -171,7 +171,7 @@ def _unshaded(ink: np.ndarray) -> np.ndarray:
     """
     shading = background(ink)
     ink = np.clip(255 * (ink - shading) / np.maximum(255 - shading, 1), 0, 255)
-    if shading.max() > 0.1 * ink.max():
+    if ink.max() > 0 and shading.max() > 0.1 * ink.max():  # (an empty page has no ink at all)
         smooth = Image.fromarray(ink.astype(np.uint8)).filter(ImageFilter.MedianFilter(3))
         ink = np.asarray(smooth, np.float32).copy()
         ink[ink < otsu_threshold(ink) / 2] = 0

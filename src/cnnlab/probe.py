@@ -24,7 +24,7 @@ from .data import Part
 from .errors import CnnlabError
 from .layers import ACTIVATIONS, Conv, ConvPool, Layer, Shape
 from .network import Network
-from .predict import labels
+from .predict import PRECISION, labels
 from .runs import METRICS
 
 # (size, stride, padding) of one sliding window
@@ -154,13 +154,15 @@ def filters(network: Network) -> list[FilterBank]:
     return banks
 
 
-def predictions(network: Network, part: Part, progress: bool = False) -> Tensor:
+def predictions(
+    network: Network, part: Part, progress: bool = False, precision: str = PRECISION
+) -> Tensor:
     """The predicted class of every image of ``part``, with a progress bar if asked."""
     chunk = 1000
     starts = range(0, len(part), chunk)
     return torch.cat(
         [
-            labels(network, part.images[start : start + chunk])
+            labels(network, part.images[start : start + chunk], precision=precision)
             for start in tqdm(starts, desc="classifying", unit="k images", disable=not progress)
         ]
     )

@@ -38,10 +38,14 @@ class MomentumSGD:
         momentum: float = 0.0,
         nesterov: bool = False,
     ) -> None:
+        if lr < 0 or not 0 <= momentum < 1 or (nesterov and momentum == 0):
+            raise ValueError(f"no SGD with lr {lr}, momentum {momentum}, nesterov {nesterov}")
         self.param_groups: list[dict[str, Any]] = []
         for group in groups:
             settings = {**GROUP_DEFAULTS, "lr": lr, "momentum": momentum, "nesterov": nesterov}
             settings |= {k: v for k, v in group.items() if k != "params"}
+            if settings["weight_decay"] < 0 or settings["maximize"] or settings["dampening"]:
+                raise ValueError(f"unsupported SGD settings {settings}")
             self.param_groups.append({"params": list(group["params"]), **settings})
         self.state: dict[Tensor, dict[str, Tensor]] = {}
 
@@ -114,7 +118,12 @@ class MomentumSGD:
         }
         state: dict[Tensor, dict[str, Tensor]] = {}
         for i, values in saved["state"].items():
-            p, buffer = params[int(i)], values["momentum_buffer"]
+            p = params.get(int(i))
+            buffer = values.get("momentum_buffer") if isinstance(values, dict) else None
+            if p is None:
+                raise ValueError(f"a saved state for parameter {i}, which is not one of these")
+            if buffer is None:  # torch saves none for plain SGD (momentum 0)
+                continue
             if not isinstance(buffer, Tensor) or buffer.shape != p.shape:
                 raise ValueError(f"a saved momentum of shape {getattr(buffer, 'shape', None)}")
             state[p] = {"momentum_buffer": buffer.to(device=p.device, dtype=p.dtype, copy=True)}

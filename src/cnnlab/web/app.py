@@ -138,7 +138,7 @@ def request_input(network: Network, meta: dict[str, Any]) -> np.ndarray:
         if digits:
             return mnist_style(decode_upload(upload.read()), "the image")[None]
         return decode_picture(upload.read(), shape)
-    if request.content_type == "application/octet-stream" and digits:
+    if request.mimetype == "application/octet-stream" and digits:
         return mnist_style(_grey_from_bytes(request.get_data()), "the drawing")[None]
     if request.is_json:
         return _pixels_from_json(_json_body(), shape)
@@ -290,7 +290,7 @@ def create_app(
     app.json.sort_keys = False
     test_images = _TestImages()
     busy = threading.BoundedSemaphore(max_busy)
-    predictions: dict[tuple[str, int, int], Tensor] = {}
+    predictions: dict[str, tuple[Network, Part, Tensor]] = {}
     predictions_lock = threading.Lock()
 
     @app.before_request
@@ -394,7 +394,7 @@ def create_app(
             raise CnnlabError(f"count must be between 1 and {MAX_SAMPLES}")
         config = trained_config(meta)
         part = test_images.get(config)
-        generator = torch.Generator().manual_seed(seed % 2**63)
+        generator = torch.Generator().manual_seed(seed)
         if request.args.get("mistakes") == "1":
             wrong = torch.nonzero(test_predictions(name, network, part) != part.labels).flatten()
             indices = wrong[torch.randperm(len(wrong), generator=generator)[:count]]
@@ -402,7 +402,8 @@ def create_app(
             indices = torch.randperm(len(part), generator=generator)[:count]
         names = class_names(network, meta)
         images = part.images[indices]
-        predicted = labels(network, images).tolist() if len(indices) else []
+        # in float32, as the page's own answers are (bf16 could tip a close call either way)
+        predicted = labels(network, images, precision="fp32").tolist() if len(indices) else []
         pictures = images.float() / 255
         pictures = pictures[:, 0] if pictures.shape[1] == 1 else pictures.permute(0, 2, 3, 1)
         return jsonify(
@@ -414,13 +415,18 @@ def create_app(
         )
 
     def test_predictions(name: str, network: Network, part: Part) -> Tensor:
-        """The network's label for every test image, worked out once per loaded network."""
-        key = (name, id(network), len(part))
+        """The network's label for every test image, worked out once per loaded network (a
+        reloaded checkpoint is another network object, so its labels are worked out again)."""
         with predictions_lock:
-            if key not in predictions:
+            kept = predictions.get(name)
+            if kept is None or kept[0] is not network or kept[1] is not part:
                 predictions.clear()  # only the current network's are worth keeping
-                predictions[key] = probe.predictions(network, part)
-            return predictions[key]
+                kept = predictions[name] = (
+                    network,
+                    part,
+                    probe.predictions(network, part, precision="fp32"),
+                )
+            return kept[2]
 
     @app.get("/api/runs")
     def runs() -> Response:

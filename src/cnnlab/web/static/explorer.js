@@ -4,8 +4,11 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   checkpoint: null, modified: null, network: null, last: null, busy: false, pending: null,
-  lastRequest: null, lastKind: null, unit: null, story: null, samplesFor: null, chosenSample: null,
+  lastRequest: null, lastKind: null, unit: null, story: null, field: null, samplesFor: null,
   knownRuns: null, penUpAt: null, announce: false,
+  // Answers to requests made before a Clear or a change of network are dropped: `generation`
+  // counts those changes, `unitAsked` the unit requests (only the newest is shown).
+  generation: 0, unitAsked: 0,
 };
 const MAP_SIDE = 72; // on-screen pixels a feature map aims for, whatever its resolution
 const ZOOM_SIDE = 288; // the chosen map, enlarged in the arithmetic panel
@@ -273,16 +276,19 @@ async function next() {
   state.pending = null;
   const final = state.announce;
   const kind = state.lastKind;
+  const generation = state.generation;
   setBusy(true);
   try {
     const { params = {}, ...request } = await makeRequest();
     const result = await api(`/api/analyze?${query(params)}`, request);
+    if (generation !== state.generation) return; // cleared, or another network, meanwhile
     state.last = result;
     showAnalysis(result);
     say("");
     $("pad-error").textContent = "";
     if (final && !state.pending) finished(result, kind);
   } catch (error) {
+    if (generation !== state.generation) return;
     if (kind === "upload") { // no answer for this picture: nothing of an older one stays
       state.last = state.lastRequest = null;
       showAnalysis(null);
@@ -308,6 +314,7 @@ function finished(result, kind) {
 
 $("clear").addEventListener("click", () => {
   clearPad();
+  state.generation++;
   state.last = state.lastRequest = state.pending = state.lastKind = null;
   choseSample(null);
   showAnalysis(null);
@@ -449,7 +456,7 @@ const ABOUT = {
     : s.name.startsWith("l2") ? "L2 pooling keeps √(Σ a²)" : "Average pooling keeps the mean"} of each`
     + " region of each map on its own: whether a feature is there, not exactly where. No parameters.",
   batchnorm: (s, n) => `Batch normalisation: each map rescaled with statistics gathered in training, (a − mean)/√(variance + ε) · scale + shift. ${n}`,
-  subsample: (s, n) => `LeNet-5's subsampling: each 2×2 region's sum, times a trainable coefficient, plus a bias, through the squashing function. ${n}`,
+  subsample: (s, n) => `LeNet-5's subsampling: each region's sum, times a trainable coefficient, plus a bias, through the squashing function. ${n}`,
   fc: (s, n) => `Fully connected: every unit weighs every activation of the layer below. ${n}`,
 };
 
@@ -592,11 +599,11 @@ function keyUnit(event, stage, map) {
   } else if (moves[event.key]) {
     event.preventDefault();
     const [dr, dc] = moves[event.key];
-    if (isMap) {
-      openUnit({ ...here, row: clamp(here.row + dr, shape[1]), col: clamp(here.col + dc, shape[2]) });
-    } else {
-      openUnit({ ...here, map: clamp(here.map + dc + dr * unitGrid(shape[0])[1], shape[0]) });
-    }
+    const unit = isMap ? { ...here, row: clamp(here.row + dr, shape[1]), col: clamp(here.col + dc, shape[2]) }
+      : { ...here, map: clamp(here.map + dc + dr * unitGrid(shape[0])[1], shape[0]) };
+    state.unit = unit; // the next key moves on from here; the story follows once keys pause
+    clearTimeout(keyUnit.timer);
+    keyUnit.timer = setTimeout(() => openUnit(unit), 80);
   }
 }
 const clamp = (v, n) => Math.min(n - 1, Math.max(0, v));
@@ -606,17 +613,21 @@ async function openUnit(unit) {
   state.unit = { stage, map, row, col };
   if (!state.last) { $("unit-body").textContent = "Draw or choose an input first: the arithmetic needs its numbers."; return; }
   const shape = state.network.stages[stage].shape;
+  const asked = ++state.unitAsked, generation = state.generation;
+  const zoomed = document.activeElement && document.activeElement.closest("#unit-body .zoom");
   try {
     const [story, field] = await Promise.all([
       api(`/api/unit?${query({ stage, map, row, col })}`, pixelsRequest(state.last.input)),
       shape.length === 3 ? api(`/api/receptive-field?${query({ stage, row, col })}`) : null,
     ]);
+    if (asked !== state.unitAsked || generation !== state.generation) return; // a newer one was asked
     state.story = story;
     document.querySelectorAll("#filters canvas.shared").forEach((c) => c.classList.remove("shared"));
     state.field = field && { stage, map, row, col, rows: shape[1], cols: shape[2], ...field };
     showAnalysis(state.last);
     if (!state.field) $("field-info").textContent = "";
     showStory(story);
+    if (zoomed) document.querySelector("#unit-body .zoom canvas")?.focus(); // arrow keys go on
   } catch (error) {
     say(error.message);
   }
@@ -645,7 +656,8 @@ function showField(field) {
 function markChosen() {
   document.querySelectorAll(".stage canvas.window").forEach((c) => c.classList.remove("window"));
   const story = state.story, unit = state.unit;
-  if (!unit || !story || story.stage !== unit.stage) return;
+  if (!unit || !story || story.stage !== unit.stage || story.unit.map !== unit.map
+      || story.unit.row !== unit.row || story.unit.col !== unit.col) return;
   const shape = state.network.stages[unit.stage].shape;
   const canvas = document.querySelector(`#stage-${unit.stage} canvas[data-map="${shape.length === 3 ? unit.map : 0}"]`);
   if (canvas && shape.length === 3) outline(canvas, shape[1], shape[2], unit.row, unit.col, 1, 1, "#ffb000");
@@ -655,7 +667,8 @@ function markChosen() {
   }
   if (!story.window || story.below < 0) return;
   const below = state.network.stages[story.below];
-  const maps = story.pool || story.kind === "subsample" ? [unit.map] : [...Array(below.shape[0]).keys()];
+  const maps = story.pool || story.kind === "subsample" ? [unit.map]
+    : story.connected || [...Array(below.shape[0]).keys()];
   for (const m of maps) {
     const c = document.querySelector(`#stage-${story.below} canvas[data-map="${m}"]`);
     if (!c) continue;
@@ -676,6 +689,7 @@ function outline(canvas, rows, cols, row, col, h, w, colour) {
 }
 
 // ---- the story of one unit, in the chapter's notation -------------------------------------------
+const UNIT_PROMPT = $("unit-body").firstElementChild.cloneNode(true); // what the page says at first
 const el = (tag, props = {}, ...children) => {
   const node = Object.assign(document.createElement(tag), props);
   node.append(...children);
@@ -741,10 +755,7 @@ function zoom(story) {
     showTip(event, `unit (${cell.row}, ${cell.col}): ${fmt(values[cell.row][cell.col], 4)}`, cell.rect);
   });
   canvas.addEventListener("mouseleave", hideTip);
-  canvas.addEventListener("keydown", (event) => {
-    keyUnit(event, stage, map);
-    requestAnimationFrame(() => document.querySelector("#unit-body .zoom canvas")?.focus());
-  });
+  canvas.addEventListener("keydown", (event) => keyUnit(event, stage, map));
   return el("div", { className: "zoom" }, canvas);
 }
 
@@ -773,7 +784,7 @@ const STORIES = {
       const signed = (rows) => scaleFor(-bound(rows), bound(rows));
       cells.replaceChildren(
         cellTable(`a: the ${k}×${k} window${depth > 1 ? ` of input map ${channel + 1}` : ""}`, inputs, signed(inputs), { inside: s.window.inside, id: "unit-inputs" }),
-        cellTable("w: the shared weights", weights, signed(weights), { id: "unit-weights" }),
+        cellTable(s.shared ? "w: the shared weights" : "w: this position's own weights", weights, signed(weights), { id: "unit-weights" }),
         cellTable("w · a", products, signed(products), { inside: s.window.inside, id: "unit-products" }),
       );
     };
@@ -811,7 +822,7 @@ const STORIES = {
   subsample(body, s) {
     body.append(formula("a = σ(c · Σ a + b): the region's sum, a trainable coefficient c and bias b"));
     const rows = s.inputs;
-    body.append(el("div", { className: "cells" }, cellTable("the 2×2 region", rows, scaleFor(Math.min(0, ...rows.flat()), Math.max(...rows.flat())), { id: "unit-inputs" })));
+    body.append(el("div", { className: "cells" }, cellTable(`the ${s.window.size}×${s.window.size} region`, rows, scaleFor(Math.min(0, ...rows.flat()), Math.max(...rows.flat())), { id: "unit-inputs" })));
     body.append(el("p", { className: "sums", id: "unit-sums", textContent: `Σ a = ${fmt(s.sum, 5)}; z = ${fmt(s.coefficient, 5)} · ${fmt(s.sum, 5)} + ${fmt(s.bias, 5)} = ${fmt(s.z, 5)}; a = ${sigma(s.activation)} = ${fmt(s.a, 5)}` }));
   },
   batchnorm(body, s) {
@@ -908,7 +919,8 @@ async function useCheckpoint(name, listing = null) {
   const inputKey = (n) => JSON.stringify([n.input, n.digits]);
   const sameInput = state.network && inputKey(state.network) === inputKey(network);
   state.network = network;
-  state.field = state.story = null;
+  state.generation++;
+  state.last = state.field = state.story = null;
   if (state.unit && state.unit.stage >= network.stages.length) state.unit = null;
   setMode(network);
   if (state.samplesFor !== samplesKey(network)) {
@@ -919,7 +931,7 @@ async function useCheckpoint(name, listing = null) {
     $("preview").hidden = true;
     state.unit = null;
     if (state.lastKind !== "upload") { // a drawing or a sample fits only its own input
-      state.lastRequest = state.lastKind = null;
+      state.lastRequest = state.lastKind = state.pending = null;
       clearPad();
     }
   }
@@ -930,7 +942,7 @@ async function useCheckpoint(name, listing = null) {
   showFilters(network.filters);
   buildMaps(network);
   $("field-info").textContent = "";
-  $("unit-body").replaceChildren(el("p", { className: "hint", textContent: "Click (or focus and press Enter on) any feature map, or a class of the answer, to see how one of its values is computed, with the network's own numbers." }));
+  $("unit-body").replaceChildren(UNIT_PROMPT.cloneNode(true));
   showAnalysis(null);
   say("");
   followRun();
@@ -991,13 +1003,16 @@ $("checkpoint").addEventListener("change", (event) => useCheckpoint(event.target
 
 // ---- the geometry playground ----------------------------------------------------------------------
 const geometryInputs = ["side", "depth", "size", "stride", "padding", "maps", "pool", "hidden"];
-const playground = { answer: null, step: 0, playing: true };
+const playground = { answer: null, params: null, step: 0, playing: true, asked: 0 };
 
 async function updateGeometry() {
   const params = Object.fromEntries(geometryInputs.map((n) => [n, $(`g-${n}`).value || "0"]));
+  const asked = ++playground.asked;
   try {
     const answer = await api(`/api/geometry?${new URLSearchParams(params)}`);
+    if (asked !== playground.asked) return; // the form changed again meanwhile
     playground.answer = answer;
+    playground.params = params;
     playground.step = 0;
     $("g-error").textContent = "";
     const { conv, pool, local, fc } = answer;
@@ -1011,6 +1026,7 @@ async function updateGeometry() {
       table.append(el("tr", {}, el("td", { textContent: what }), el("td", { textContent: count(row.parameters), className: "g-count" }), el("td", { textContent: row.formula })));
     }
   } catch (error) {
+    if (asked !== playground.asked) return;
     playground.answer = null;
     $("g-error").textContent = error.message;
   }
@@ -1025,7 +1041,7 @@ function drawGeometry() {
   const answer = playground.answer;
   if (!answer) return;
   const side = answer.input[1];
-  const p = Number($("g-padding").value), k = Number($("g-size").value), s = Number($("g-stride").value);
+  const { padding: p, size: k, stride: s } = Object.fromEntries(Object.entries(playground.params).map(([n, v]) => [n, Number(v)]));
   const out = answer.conv.shape[1];
   const total = side + 2 * p;
   const room = canvas.height;
