@@ -66,7 +66,7 @@ def draw(page, pixels: np.ndarray) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", nargs="?", type=Path, help="default: train `fast` first")
-    parser.add_argument("--digits", type=int, default=10)
+    parser.add_argument("--digits", type=int, default=10, choices=range(1, 10_001), metavar="N")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as folder:

@@ -31,7 +31,7 @@ def timed(command: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, choices=range(1, 101), metavar="N")
     parser.add_argument("train_args", nargs="*", help="after --: options for cnnlab train")
     args = parser.parse_args()
     python = sys.executable
