@@ -63,10 +63,16 @@ def draw(page, pixels: np.ndarray) -> None:
             page.mouse.up()
 
 
+def at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", nargs="?", type=Path, help="default: train `fast` first")
-    parser.add_argument("--digits", type=int, default=10, choices=range(1, 10_001), metavar="N")
+    parser.add_argument("--digits", type=at_least_one, default=10, metavar="N")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as folder:

@@ -29,9 +29,15 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=5, choices=range(1, 101), metavar="N")
+    parser.add_argument("--runs", type=at_least_one, default=5, metavar="N")
     parser.add_argument("train_args", nargs="*", help="after --: options for cnnlab train")
     args = parser.parse_args()
     python = sys.executable
