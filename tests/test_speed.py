@@ -55,6 +55,22 @@ def test_channels_last_computes_the_same_network(tiny):
     assert abs(results[0].test_accuracy - results[1].test_accuracy) < 0.03
 
 
+def test_channels_last_maps_reach_the_fc_layer_without_a_copy(tiny):
+    """The fc layer reads channels-last maps in their own order, so the gradient that flows
+    back into them keeps their layout (batch norm's backward is slow on a mixed pair)."""
+    network = small_network(arch=BN_ARCH).use_channels_last()
+    fc, seen = network.layers[-2], []
+    fc.register_forward_pre_hook(lambda _layer, inputs: seen.append(inputs[0]))
+    x = tiny.train.images[:16].float() / 255
+    plain_logits = small_network(arch=BN_ARCH)(x)
+    torch.testing.assert_close(network(x), plain_logits, atol=1e-5, rtol=1e-5)
+    maps, flowing_back = seen[-1], []
+    assert maps.is_contiguous(memory_format=torch.channels_last) and not maps.is_contiguous()
+    maps.register_hook(flowing_back.append)  # a leaf's .grad would be re-laid out to match it
+    fc(maps).sum().backward()
+    assert flowing_back[0].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_bf16_training_follows_fp32(tiny):
     """bf16 autocast keeps fp32 weights; after an epoch the two runs agree closely."""
     runs = {}

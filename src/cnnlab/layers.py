@@ -391,7 +391,8 @@ class ConvPool(_Windowed):
     def forward(self, x: Tensor) -> Tensor:
         z = self.ops.conv2d(x, self.weight, None, self.stride, self.padding)
         pooled = _pool(self.ops, self.pool.pool_kind, z, self.pool.size, self.pool.stride)
-        return ACTIVATIONS[self.activation](pooled + self.bias[:, None, None])
+        # the bias in the pooled maps' precision: an fp32 bias would lift a bf16 layer to fp32
+        return ACTIVATIONS[self.activation](pooled + self.bias.to(pooled.dtype)[:, None, None])
 
     def describe(self) -> str:
         return f"{super().describe()} + {self.pool.describe()}"
@@ -499,9 +500,25 @@ class FullyConnected(Layer):
         _init_uniform_like_torch(self.weight, self.bias, n_in)
         return self.out_shape
 
+    def _flattened(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(x as one row per input, the weights in the same column order).
+
+        Maps stored channels-last are read in their own order, with the weights' columns
+        permuted to match: the same function, but neither the maps nor their gradient is
+        copied to the other layout (a gradient of the other layout sends batch norm's backward
+        down a path five times slower).
+        """
+        laid_out = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        if laid_out and not x.is_contiguous():
+            maps, height, width = x.shape[1:]
+            weight = self.weight.view(self.units, maps, height, width).permute(0, 2, 3, 1)
+            return x.permute(0, 2, 3, 1).flatten(1), weight.flatten(1)
+        return x.flatten(1), self.weight
+
     def _affine(self, x: Tensor) -> Tensor:
-        x = _apply_dropout(x.flatten(1), self.dropout, self.dropout_style, self.training)
-        return self.ops.linear(x, self.weight, self.bias)
+        x, weight = self._flattened(x)
+        x = _apply_dropout(x, self.dropout, self.dropout_style, self.training)
+        return self.ops.linear(x, weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return ACTIVATIONS[self.activation](self._affine(x))
