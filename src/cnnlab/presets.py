@@ -86,16 +86,9 @@ PRESETS = {
         ),
         Preset(
             "fast-long",
-            "conv20x5-bn-pool2-conv40x5-bn-pool2-fc100-softmax10",
-            "the fast recipe on the chapter's two conv layers, with random affine distortions,"
-            " 6 epochs: past 99.5%",
-            settings={
-                **FAST_RECIPE,
-                "epochs": 6,
-                "batch_size": 128,
-                "lr": 0.1,
-                "augment": "affine",
-            },
+            "conv32x5s2-bn-convpool64x3-bn-fc128-softmax10",
+            "the fast network twice as wide, with random affine distortions, 4 epochs: past 99.5%",
+            settings={**FAST_RECIPE, "epochs": 4, "lr": 0.2, "augment": "affine"},
         ),
         Preset(
             "best",
