@@ -13,8 +13,8 @@ the ratio baseline / cnnlab computed seed by seed (seed i against seed i).
 
 Contestants:
   fast          cnnlab's default preset, as ``cnnlab train`` runs it
-  fast-long     cnnlab's preset for 99.5%: the fast recipe on a larger network, with
-                random affine distortions, 6 epochs
+  fast-long     cnnlab's preset for 99.5%: the fast network twice as wide, with random
+                affine distortions, 4 epochs
   pytorch-mnist the model, optimiser and schedule of PyTorch's classic MNIST example
                 (github.com/pytorch/examples, mnist/main.py): conv 32×3×3, conv 64×3×3,
                 max-pool 2, dropout 0.25, FC-128, dropout 0.5, Adadelta lr 1.0, StepLR γ 0.7,
