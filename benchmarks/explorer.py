@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from playwright.sync_api import sync_playwright
+from timing import at_least_one
 
 from cnnlab.data import load_splits
 from cnnlab.web import ServedFolder
@@ -61,12 +62,6 @@ def draw(page, pixels: np.ndarray) -> None:
             page.mouse.down()
             page.mouse.move(box["x"] + run[-1] * 10 + 5, y, steps=4)
             page.mouse.up()
-
-
-def at_least_one(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return int(text)
 
 
 def main() -> None:

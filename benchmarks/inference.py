@@ -19,15 +19,14 @@ beside it, since its default path uses bf16 where the CPU has it.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 from cnnlab.data import load_splits
 from cnnlab.export import OnnxModel, export_onnx
@@ -35,17 +34,6 @@ from cnnlab.images import mnist_style
 from cnnlab.network import Network
 from cnnlab.predict import probabilities
 from cnnlab.presets import get_preset
-
-
-def median_seconds(work: Callable[[], object], rounds: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        work()
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def loaded(name: str, folder: Path) -> Network:

@@ -25,34 +25,24 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from efficiency import matmul_gflops
+from timing import at_least_one, median_seconds
 from torch import Tensor
 
 from cnnlab.augment import augmenter
 from cnnlab.data import load_splits
 from cnnlab.layers import Layer
 from cnnlab.precision import autocast, resolve
-from cnnlab.presets import get_preset
+from cnnlab.presets import PRESETS, get_preset
 from cnnlab.train import TrainConfig, fit, make_optimizer, network_spec, new_network
 
 CPU = torch.device("cpu")
-
-
-def median_seconds(call: Callable[[], object], rounds: int, calls: int = 20) -> float:
-    """Median over ``rounds`` of the mean time of ``calls`` calls, after ``calls`` warm-up calls."""
-    for _ in range(calls):
-        call()
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(calls):
-            call()
-        times.append((time.perf_counter() - started) / calls)
-    return statistics.median(times)
+CALLS = 20  # per timing, after as many untimed
+timed = partial(median_seconds, warmup=CALLS, calls=CALLS)
 
 
 class Profile:
@@ -63,7 +53,8 @@ class Profile:
         self.data = load_splits("mnist", "standard", 0)
         spec = network_spec(get_preset(preset).layers(), self.data, config, fit_output=True)
         self.network = new_network(spec, config).use_channels_last(config.channels_last)
-        self.optimizer = make_optimizer(self.network, config, len(self.data.train) // 256)
+        steps_per_epoch = len(self.data.train) // config.batch_size
+        self.optimizer = make_optimizer(self.network, config, steps_per_epoch)
         self.augment = augmenter(config.augment)
         self.images, self.labels = self.data.train.images, self.data.train.labels
 
@@ -139,10 +130,14 @@ def fit_step_seconds(preset: str, config: TrainConfig, data_images: int) -> floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("preset", nargs="?", default="fast")
-    parser.add_argument("--rounds", type=int, default=7, help="timings per figure (median)")
-    parser.add_argument("--images", type=int, default=30_000, help="images of the fit epoch")
+    mnist = [name for name, p in PRESETS.items() if p.settings.get("dataset", "mnist") == "mnist"]
+    parser.add_argument("preset", nargs="?", default="fast", choices=mnist)
+    parser.add_argument("--rounds", type=at_least_one, default=7, help="timings per figure")
+    parser.add_argument("--images", type=at_least_one, default=30_000, help="of the fit epoch")
     args = parser.parse_args()
+    batch_size = get_preset(args.preset).settings.get("batch_size", 10)
+    if args.images < batch_size:
+        parser.error(f"--images {args.images}: less than one mini-batch of {batch_size}")
     settings = {**get_preset(args.preset).settings, "epochs": 1, "validation": 0}
     config = TrainConfig.from_dict({**settings, "split": "standard"}).check()
     size, precision = config.batch_size, resolve(config.precision, CPU)
@@ -157,17 +152,17 @@ def main() -> None:
         fit_step_seconds(args.preset, config, args.images) for _ in range(3)
     )
     profile = Profile(args.preset, config)
-    whole = median_seconds(lambda: profile.step(size), args.rounds)
-    fixed = median_seconds(lambda: profile.step(8), args.rounds)
+    whole = timed(lambda: profile.step(size), args.rounds)
+    fixed = timed(lambda: profile.step(8), args.rounds)
     parts: list[tuple[str, float, int]] = [
         ("data: gather, to floats" + (", distort" if profile.augment else ""),
-         median_seconds(lambda: profile.batch(size), args.rounds), 0),
+         timed(lambda: profile.batch(size), args.rounds), 0),
     ]  # fmt: skip
     for i, (layer, x) in enumerate(profile.layer_inputs(size)):
-        seconds = median_seconds(profile.layer_pass(layer, x, first=i == 0), args.rounds)
+        seconds = timed(profile.layer_pass(layer, x, first=i == 0), args.rounds)
         parts.append((f"layer {i + 1}: {layer.describe()}", seconds, 3 * layer.flops() * size))
-    parts.append(("loss: softmax, cross-entropy", median_seconds(profile.loss_pass(size), 7), 0))
-    parts.append(("optimizer: SGD update", median_seconds(profile.optimizer_step(), 7), 0))
+    parts.append(("loss: softmax, cross-entropy", timed(profile.loss_pass(size), args.rounds), 0))
+    parts.append(("optimizer: SGD update", timed(profile.optimizer_step(), args.rounds), 0))
     rest = whole - sum(s for _, s, _ in parts)
 
     print(f"one step as fit runs it: {fit_step * 1e3:.2f} ms (an epoch of {args.images:,})")
@@ -192,7 +187,7 @@ def main() -> None:
         f"\nthe whole step: {total_flops / 1e9:.2f} GFLOP in {whole * 1e3:.2f} ms = {rate:.0f}"
         f" GFLOP/s, {rate / peak['bf16']:.0%} of the bf16 peak, {rate / peak['fp32']:.0%} of fp32"
     )
-    print(f"medians of {args.rounds} timings of 20 calls each, after 20 warm-up calls")
+    print(f"medians of {args.rounds} timings of {CALLS} calls each, after {CALLS} warm-up calls")
 
 
 if __name__ == "__main__":
