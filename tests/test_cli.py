@@ -251,3 +251,17 @@ def test_predict_says_a_picture_of_one_grey_level_holds_no_digit(capsys, tmp_pat
     assert (
         err.strip().endswith("no digit found (the image is blank)") and len(err.splitlines()) == 1
     )
+
+
+def test_the_command_exits_with_all_it_printed_and_its_status(capsys, tmp_path):
+    """`cnnlab` leaves without the interpreter's teardown; nothing printed may be lost."""
+    _, in_process, _ = run(capsys, "presets")
+    with (tmp_path / "out.txt").open("w") as out:  # a file is block-buffered: flushed at exit
+        listing = subprocess.run([sys.executable, "-m", "cnnlab", "presets"], stdout=out)
+    assert listing.returncode == 0
+    assert (tmp_path / "out.txt").read_text() == in_process
+    refused = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "train", "--epochs", "0"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2
+    assert refused.stderr == "cnnlab: error: epochs must be >= 1\n"

@@ -14,6 +14,7 @@ import pytest
 from cnnlab import data
 from cnnlab.data import idx, mnist
 from cnnlab.data import mnist as mnist_module
+from cnnlab.data.cache import read_arrays, write_arrays
 from cnnlab.errors import DataError
 
 
@@ -149,6 +150,38 @@ def test_a_damaged_cache_says_how_to_recover(tmp_path, monkeypatch):
     (tmp_path / "mnist.npz").write_bytes(b"not a zip file")
     with pytest.raises(DataError, match="data fetch mnist --force"):
         data.fetch("mnist")
+
+
+def test_the_cache_reads_back_what_was_written_as_memory_maps(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path))
+    rng = np.random.default_rng(0)
+    written = {
+        "train_images": rng.integers(0, 256, (7, 5, 4), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, 7, dtype=np.uint8),
+        "classes": np.array(["a cat", "a dog"]),
+        "empty": np.zeros((0, 3), np.uint8),
+    }
+    write_arrays("mnist", written, "a test")
+    arrays, source = read_arrays("mnist", ("train_images", "train_labels", "empty"))
+    assert source == "a test"
+    assert set(arrays) == set(written)
+    for key, array in written.items():
+        assert np.array_equal(arrays[key], array) and arrays[key].dtype == array.dtype
+    assert isinstance(arrays["train_images"], np.memmap)
+    arrays["train_images"][0] = 0  # copy-on-write: a run may write, the cache stays
+    assert np.array_equal(read_arrays("mnist", ("train_images",))[0]["train_images"],
+                          written["train_images"])  # fmt: skip
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.99])
+def test_a_truncated_cache_says_how_to_recover(tmp_path, monkeypatch, cut):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path))
+    images = np.zeros((100, 28, 28), np.uint8)
+    write_arrays("mnist", {"train_images": images}, "a test")
+    whole = (tmp_path / "mnist.npz").read_bytes()
+    (tmp_path / "mnist.npz").write_bytes(whole[: int(len(whole) * cut)])
+    with pytest.raises(DataError, match="data fetch mnist --force"):
+        read_arrays("mnist", ("train_images",))
 
 
 class _Exploit:
