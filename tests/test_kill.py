@@ -3,9 +3,11 @@ of a run that was never interrupted: every bit of every weight."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -37,10 +39,18 @@ def finished_epochs(out) -> int:
     return len(metrics.read_text().splitlines()) if metrics.exists() else 0
 
 
+def seconds_per_epoch(out) -> float:
+    """The median training time of one of the run's epochs: the span a kill is drawn from, so
+    that on any machine the kills land inside the run and never after its end."""
+    rows = (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines())
+    return statistics.median(row["train_seconds"] for row in rows)
+
+
 def test_kill_9_at_random_moments_changes_no_bit_of_the_result(pictures, tmp_path):
     cache = tmp_path / "cache"
     reference = tmp_path / "reference"
     assert train(reference, pictures, cache).wait(timeout=300) == 0
+    epoch = seconds_per_epoch(reference)
     out = tmp_path / "killed"
     chance = random.Random(0)
     for _ in range(3):
@@ -51,7 +61,7 @@ def test_kill_9_at_random_moments_changes_no_bit_of_the_result(pictures, tmp_pat
         while finished_epochs(out) == before and process.poll() is None:  # wait for a save
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        time.sleep(chance.uniform(0, 0.3))  # then anywhere: mid-epoch, mid-save
+        time.sleep(chance.uniform(0, 1.5 * epoch))  # then anywhere: mid-epoch, mid-save
         assert process.poll() is None, process.stderr.read().decode()
         process.send_signal(signal.SIGKILL)
         process.wait()
