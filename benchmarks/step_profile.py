@@ -33,7 +33,7 @@ from efficiency import matmul_gflops
 from timing import at_least_one, median_seconds
 from torch import Tensor
 
-from cnnlab.augment import augmenter
+from cnnlab.augment import CHAPTER_SHIFTS, augmenter
 from cnnlab.data import load_splits
 from cnnlab.layers import Layer
 from cnnlab.precision import autocast, resolve
@@ -121,11 +121,13 @@ class Profile:
 
 
 def fit_step_seconds(preset: str, config: TrainConfig, data_images: int) -> float:
-    """The mean step of a real ``fit`` epoch over ``data_images`` training images."""
+    """The mean step of a real ``fit`` epoch over ``data_images`` training images (five times
+    as many for a preset on the expanded data)."""
     data = load_splits("mnist", "standard", 0, train_subset=data_images)
     spec = network_spec(get_preset(preset).layers(), data, config, fit_output=True)
     result = fit(new_network(spec, config), data, config, progress=False, log=lambda _: None)
-    return result.history[0]["train_seconds"] / (data_images // config.batch_size)
+    images = data_images * (1 + len(CHAPTER_SHIFTS)) if config.expand else data_images
+    return result.history[0]["train_seconds"] / (images // config.batch_size)
 
 
 def main() -> None:

@@ -7,7 +7,13 @@ import json
 import pytest
 
 from cnnlab.errors import CnnlabError
-from cnnlab.reproduce import FAST_CHANGES, reproduce, settings_for
+from cnnlab.reproduce import (
+    FAST_CHANGES,
+    FAST_DROPOUT_CHANGES,
+    FAST_EXPANDED_EPOCHS,
+    reproduce,
+    settings_for,
+)
 
 
 def test_quick_reproduce_of_one_row_writes_the_table_and_skips_it_next_time(tmp_path, mnist):
@@ -31,6 +37,11 @@ def test_modes_change_settings_as_documented():
     assert settings_for("conv2-relu", "faithful", 0).faithful
     fast = settings_for("conv2-relu", "fast", 0)
     assert fast.batch_size == FAST_CHANGES["batch_size"] and fast.schedule == "onecycle"
+    assert (fast.epochs, fast.precision) == (FAST_CHANGES["epochs"], "fp32")
+    dropout = settings_for("dropout", "fast", 0)
+    assert dropout.expand and dropout.batch_size == FAST_CHANGES["batch_size"]
+    assert dropout.epochs == FAST_DROPOUT_CHANGES["epochs"] and dropout.precision == "auto"
+    assert settings_for("conv2-relu-expanded", "fast", 0).epochs == FAST_EXPANDED_EPOCHS
 
 
 def test_rows_without_conv_layers_draw_no_filters(tmp_path):

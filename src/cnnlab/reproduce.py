@@ -48,10 +48,24 @@ FAST_CHANGES = {
     "epochs": 12,
 }
 FAST_EXPANDED_EPOCHS = 4
+# The dropout networks (1.7 million weights, half their inputs dropped) are still improving
+# after 4 expanded epochs, so --fast gives them 10, at the machine's fastest precision and
+# layout to pay for it; a row measured with other settings keeps them in results.json.
+FAST_DROPOUT_CHANGES = {"epochs": 10, "precision": "auto", "channels_last": True}
 QUICK_CHANGES = {"train_subset": 3000, "epochs": 2}
 ENSEMBLE_MEMBERS = 5
 MISTAKES = "mistakes.png"  # the ensemble's misclassified test digits, beside results.md
-SHOWN_SETTINGS = ("epochs", "batch_size", "lr", "l2", "momentum", "schedule", "expand", "faithful")
+SHOWN_SETTINGS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "l2",
+    "momentum",
+    "schedule",
+    "expand",
+    "faithful",
+    "precision",
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,8 @@ def settings_for(preset: str, mode: str, seed: int) -> TrainConfig:
     if mode == "fast":
         epochs = FAST_EXPANDED_EPOCHS if settings.get("expand") else FAST_CHANGES["epochs"]
         settings.update(FAST_CHANGES, epochs=min(settings["epochs"], epochs))
+        if preset == "dropout":
+            settings.update(FAST_DROPOUT_CHANGES)
     if mode == "quick":
         settings.update(QUICK_CHANGES)
     return TrainConfig.from_dict(settings).check()
@@ -229,7 +245,8 @@ def results_table(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"--fast changed the chapter's settings: {changes}"
-            f" ({FAST_EXPANDED_EPOCHS} epochs on expanded data); η is the chapter's.",
+            f" ({FAST_EXPANDED_EPOCHS} epochs on expanded data); η is the chapter's. The"
+            f" dropout networks: {', '.join(f'{k}={v}' for k, v in FAST_DROPOUT_CHANGES.items())}.",
         ]
     return "\n".join(lines) + "\n"
 
