@@ -41,6 +41,7 @@ def test_modes_change_settings_as_documented():
     dropout = settings_for("dropout", "fast", 0)
     assert dropout.expand and dropout.batch_size == FAST_CHANGES["batch_size"]
     assert dropout.epochs == FAST_DROPOUT_CHANGES["epochs"] and dropout.precision == "auto"
+    assert (dropout.tta, fast.tta) == ("shifts", "none")
     assert settings_for("conv2-relu-expanded", "fast", 0).epochs == FAST_EXPANDED_EPOCHS
 
 
