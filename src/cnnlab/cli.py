@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from . import data as datasets
 from . import distributed, masks, probe
+from .allocator import keep_freed_memory
 from .arch import HELP as ARCH_HELP
 from .arch import format_arch, parse_arch
 from .augment import AUGMENTATIONS
@@ -944,6 +945,7 @@ def _info(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnnlab` command; returns the exit status."""
+    keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .allocator import keep_freed_memory
 from .augment import augmenter, expand
 from .config import TrainConfig
 from .data import Part, Splits, channel_statistics
@@ -282,6 +283,7 @@ def fit(
     and they train one network together; only the first writes ``out`` and logs.
     """
     config.check()
+    keep_freed_memory()
     device = pick_device(config.device)
     team = world()
     if not team.leader:
