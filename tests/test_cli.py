@@ -265,3 +265,12 @@ def test_the_command_exits_with_all_it_printed_and_its_status(capsys, tmp_path):
     )
     assert refused.returncode == 2
     assert refused.stderr == "cnnlab: error: epochs must be >= 1\n"
+
+
+def test_the_command_loads_pillow_only_for_commands_that_read_pictures():
+    """Every command pays for what ``cnnlab.cli`` imports; MNIST training reads no picture files."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, cnnlab.cli; print('PIL' in sys.modules)"],
+        capture_output=True, text=True, check=True,
+    )
+    assert loaded.stdout.strip() == "False"

@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from .errors import CnnlabError
-from .images import PICTURE_ERRORS, is_colour, levels, open_picture
 
 MAX_MASK = 31
 SCALINGS = ("auto", "clip", "abs", "signed")
@@ -151,7 +149,13 @@ def to_display(response: Tensor, mask: Tensor, scaling: str = "auto") -> np.ndar
 
 
 def read_image(path: str | Path, grey: bool = False) -> Tensor:
-    """An image file as a float (channels, height, width) tensor of 0…255: grey or RGB."""
+    """An image file as a float (channels, height, width) tensor of 0…255: grey or RGB.
+
+    Pillow is imported by the two functions that read and write files, so that
+    importing the masks (every command's parser lists them) does not load it.
+    """
+    from .images import PICTURE_ERRORS, is_colour, levels, open_picture
+
     with open_picture(path) as image:
         try:
             pixels = np.asarray(levels(image, colour=is_colour(image) and not grey), np.float32)
@@ -172,6 +176,8 @@ def filter_file(
 
     Returns the image's (channels, height, width).
     """
+    from PIL import Image
+
     image = read_image(source, grey)
     pixels = to_display(convolve(image, mask), mask, scaling)
     try:

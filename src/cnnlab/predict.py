@@ -21,7 +21,6 @@ from torch import Tensor
 from .augment import shifted_views
 from .data import Part
 from .errors import CnnlabError
-from .images import load_digit, load_picture
 from .network import Network
 from .precision import autocast
 
@@ -104,8 +103,11 @@ def prepare_picture(path: str | Path, network: Network, meta: dict[str, Any]) ->
 
     Digits as MNIST's were prepared (see ``images.py``); any other picture as the
     pictures of a folder are: grey or colour as the network's depth, resized
-    keeping its aspect ratio, centre-cropped.
+    keeping its aspect ratio, centre-cropped. Pillow is imported here, not with
+    the module, since evaluating a test set never needs it.
     """
+    from .images import load_digit, load_picture
+
     if reads_digits(network, meta):
         return load_digit(path)
     pixels = load_picture(path, network.input_shape)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from .builtin import BUILTINS, DATASETS, fetch, get_builtin, load_builtin
 from .cache import cache_dir, cache_path
-from .folder import load_folder
 from .parts import SPLITS, Dataset, Part, Splits, channel_statistics, split
 
 __all__ = [
@@ -43,6 +42,10 @@ def open_dataset(
 ) -> Dataset:
     """The picture folder ``data`` if given, else the built-in data set ``dataset``."""
     if data is not None:
+        # Imported here: reading pictures needs Pillow and worker pools, which the
+        # built-in sets never use, and every command would pay for their import.
+        from .folder import load_folder
+
         size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
         return load_folder(data, size, test_fraction, log, progress)
     return load_builtin(dataset, log)
