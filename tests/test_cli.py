@@ -271,6 +271,8 @@ def test_the_command_loads_pillow_only_for_commands_that_read_pictures():
     """Every command pays for what ``cnnlab.cli`` imports; MNIST training reads no picture files."""
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, cnnlab.cli; print('PIL' in sys.modules)"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert loaded.stdout.strip() == "False"
