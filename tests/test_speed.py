@@ -135,7 +135,7 @@ def test_tta_predicts_the_class_of_highest_mean_probability(tiny):
 
 
 @pytest.mark.mnist
-@pytest.mark.parametrize(("name", "epochs"), [("fast", 2), ("best", 1)])
+@pytest.mark.parametrize(("name", "epochs"), [("fast", 3), ("best", 1)])
 def test_the_fast_and_best_presets_learn_from_a_subset(name, epochs):
     preset = get_preset(name)
     config = TrainConfig.from_dict({**preset.settings, "epochs": epochs, "train_subset": 8000})
