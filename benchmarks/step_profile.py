@@ -29,7 +29,7 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
-from efficiency import matmul_gflops
+from efficiency import describe_peaks, matmul_peaks
 from timing import at_least_one, median_seconds
 from torch import Tensor
 
@@ -147,8 +147,8 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.preset}:"
         f" mini-batch {size}, {precision}, channels-last {config.channels_last}"
     )
-    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    print(f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s\n")
+    peak = matmul_peaks()
+    print(f"matmul peak: {describe_peaks(peak)}\n")
 
     fit_step = statistics.median(
         fit_step_seconds(args.preset, config, args.images) for _ in range(3)
@@ -185,9 +185,10 @@ def main() -> None:
         print(f"(the parts alone add up to {1 - rest / whole:.0%} of the step: no rest to show)")
     total_flops = sum(f for _, _, f in parts)
     rate = total_flops / whole / 1e9
+    shares = ", ".join(f"{rate / gflops:.0%} of the {kind} peak" for kind, gflops in peak.items())
     print(
         f"\nthe whole step: {total_flops / 1e9:.2f} GFLOP in {whole * 1e3:.2f} ms = {rate:.0f}"
-        f" GFLOP/s, {rate / peak['bf16']:.0%} of the bf16 peak, {rate / peak['fp32']:.0%} of fp32"
+        f" GFLOP/s, {shares}"
     )
     print(f"medians of {args.rounds} timings of {CALLS} calls each, after {CALLS} warm-up calls")
 
