@@ -12,15 +12,18 @@ expansion), ``flip`` its mirror image (for networks trained with flips),
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .allocator import LARGEST_HEAP_BLOCK
 from .augment import shifted_views
 from .data import Part
 from .errors import CnnlabError
+from .layers import ConvPool
 from .network import Network
 from .precision import autocast
 
@@ -48,16 +51,33 @@ def views(images: Tensor, tta: str) -> list[Tensor]:
     return [view for image in base for view in shifted_views(image)]
 
 
+def chunk_images(network: Network, most: int = 1000) -> int:
+    """Images per evaluation chunk: at most ``most``, and few enough that the largest map fits one
+    heap block kept by ``cnnlab.allocator``.
+
+    glibc serves a larger block with fresh mmap pages every chunk, one page fault per 4 KiB:
+    `best` in chunks of 1,000 faulted 286,000 times per 1,000 images and ran 1.3 times slower.
+    """
+    shapes = [network.input_shape] + [
+        layer.pool.in_shape if isinstance(layer, ConvPool) else layer.out_shape
+        for layer in network.layers
+    ]
+    largest = max(math.prod(shape) for shape in shapes) * 4  # bytes per image in fp32
+    return max(1, min(most, LARGEST_HEAP_BLOCK // largest))
+
+
 @torch.inference_mode()
 def probabilities(
     network: Network,
     images: Tensor,
     precision: str = PRECISION,
     tta: bool | str = "none",
-    batch_size: int = 1000,
+    batch_size: int | None = None,
 ) -> Tensor:
-    """Class probabilities (N, classes) on the CPU, in chunks of ``batch_size`` images."""
+    """Class probabilities (N, classes) on the CPU, in chunks of ``batch_size`` images
+    (by default ``chunk_images(network)``)."""
     network.eval()
+    batch_size = batch_size or chunk_images(network)
     tta = tta_name(tta)
     device = next(network.parameters()).device
     chunks = [torch.empty(0, network.classes)]
