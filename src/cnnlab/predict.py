@@ -77,7 +77,7 @@ def probabilities(
     """Class probabilities (N, classes) on the CPU, in chunks of ``batch_size`` images
     (by default ``chunk_images(network)``)."""
     network.eval()
-    batch_size = batch_size or chunk_images(network)
+    batch_size = chunk_images(network) if batch_size is None else batch_size
     tta = tta_name(tta)
     device = next(network.parameters()).device
     chunks = [torch.empty(0, network.classes)]
