@@ -123,6 +123,7 @@ def test_train_prints_test_accuracy_last(capsys, tmp_path, mnist):
         (["train", "--test-fraction", "1.5"], "test fraction must be between 0 and 1"),
         (["train", "--augment", "crop,mirror"], "unknown augmentation 'mirror'"),
         (["train", "--tta", "sideways"], "invalid choice"),
+        (["train", "--ema", "1"], "ema must be in [0, 1)"),
         (["data", "fetch", "cifar10", "--from", "/no/such/file.tar.gz"], "no such file or folder"),
         (["data", "info", "/no/such/folder"], "no such folder"),
         (["predict", "/no/such/model.safetensors", "x.png", "--top", "0"], "--top must be"),

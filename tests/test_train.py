@@ -9,6 +9,7 @@ import torch
 
 from cnnlab.config import TrainConfig
 from cnnlab.data import load_splits
+from cnnlab.network import load_tensors
 from cnnlab.predict import accuracy
 from cnnlab.runs import CHECKPOINT, METRICS, MODEL
 from cnnlab.train import fit, learning_rate, make_optimizer
@@ -53,10 +54,10 @@ def tiny(mnist):
     return small_splits(mnist, 500, held_out=1000)
 
 
-@pytest.mark.parametrize("faithful", [False, True])
-def test_resume_equals_uninterrupted_training(tmp_path, tiny, faithful):
+@pytest.mark.parametrize(("faithful", "ema"), [(False, 0.0), (True, 0.0), (False, 0.9)])
+def test_resume_equals_uninterrupted_training(tmp_path, tiny, faithful, ema):
     config = TrainConfig(epochs=3, batch_size=25, lr=0.05, momentum=0.9, l2=0.1,
-                         faithful=faithful)  # fmt: skip
+                         faithful=faithful, ema=ema)  # fmt: skip
     straight = small_network(seed=7)
     full = fit(straight, tiny, config, out=tmp_path / "a", progress=False, log=quiet)
 
@@ -70,6 +71,12 @@ def test_resume_equals_uninterrupted_training(tmp_path, tiny, faithful):
 
     for p, q in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(p, q)
+    for name in (MODEL, CHECKPOINT):  # the weights' average, when the run keeps one, too
+        assert load_tensors(tmp_path / "a" / name)[0].keys() == (
+            load_tensors(tmp_path / "b" / name)[0].keys()
+        )
+        for key, value in load_tensors(tmp_path / "a" / name)[0].items():
+            assert torch.equal(value, load_tensors(tmp_path / "b" / name)[0][key]), key
     assert [r["test_accuracy"] for r in result.history] == [
         r["test_accuracy"] for r in full.history
     ]

@@ -137,6 +137,15 @@ TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--l2", {"type": float, "help": "L2 regularisation λ, as in the chapter (decay η·λ·m/n)"}),
     ("--label-smoothing", {"type": float}),
     (
+        "--ema",
+        {
+            "type": float,
+            "metavar": "DECAY",
+            "help": "evaluate and save a moving average of the weights, moved 1 − DECAY of the"
+            " way after every step (e.g. 0.999 remembers about 1,000 steps; 0: none)",
+        },
+    ),
+    (
         "--expand",
         {
             "action": "store_const",

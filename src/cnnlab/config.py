@@ -45,6 +45,7 @@ class TrainConfig:
     nesterov: bool = False
     l2: float = 0.0  # λ, in the chapter's convention (see module doc)
     label_smoothing: float = 0.0
+    ema: float = 0.0  # decay per step of a moving average of the weights, evaluated and saved
     init: str = "default"  # initial weights: PyTorch's (default) or network3's
     expand: bool = False  # the chapter's 5× expansion by one-pixel shifts
     augment: str = "none"  # random changes per batch, comma-separated (see augment.py)
@@ -68,6 +69,7 @@ class TrainConfig:
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (self.momentum > 0 or not self.nesterov, "Nesterov's momentum needs --momentum > 0"),
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (0 <= self.ema < 1, "ema must be in [0, 1): the decay per step (0: no average)"),
             (0 < self.warmup < 1, "warmup must be in (0, 1)"),
             (0 < self.test_fraction < 1, "test fraction must be between 0 and 1"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),

@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import Tensor
 
+from .averaging import WeightAverage
 from .config import TrainConfig
 from .data import DATASETS
 from .errors import CheckpointError, CnnlabError
@@ -80,9 +81,13 @@ def save_checkpoint(
     optimizer: Optimizer,
     config: TrainConfig,
     result: TrainResult,
+    average: WeightAverage | None = None,
 ) -> None:
-    """Everything a run needs to continue: weights, optimizer state, settings, history."""
+    """Everything a run needs to continue: weights, their average, optimizer state, settings,
+    history."""
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in network.state_dict().items()}
+    if average is not None:
+        tensors.update(average.tensors())
     optim_tensors, optim_meta = _optimizer_to_tensors(optimizer)
     meta = {
         "spec": network.spec(),
@@ -153,7 +158,9 @@ def _checkpoint_in(out: str | Path) -> Path:
     return path
 
 
-def restore(out: Path, network: Network, optimizer: Optimizer) -> TrainResult:
+def restore(
+    out: Path, network: Network, optimizer: Optimizer, average: WeightAverage | None = None
+) -> TrainResult:
     path = _checkpoint_in(out)
     tensors, meta = load_tensors(path)
     spec, _, result = run_parts(meta, path)
@@ -162,6 +169,8 @@ def restore(out: Path, network: Network, optimizer: Optimizer) -> TrainResult:
     try:
         network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         optimizer.load_state_dict(_optimizer_from_tensors(tensors, meta["optimizer"]))
+        if average is not None:
+            average.load(tensors)
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError):
         raise CheckpointError(
             f"{path}: its weights or optimizer state do not fit the run (a damaged or"

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
 from .augment import augmenter, expand
+from .averaging import WeightAverage, weight_average
 from .config import TrainConfig
 from .data import Part, Splits, channel_statistics
 from .distributed import RANK_SEED_STRIDE, World, parallel, world
@@ -162,6 +163,7 @@ class _Stepper:
     steps_per_epoch: int
     device: torch.device
     world: World
+    average: WeightAverage | None = None
     every: StepHook | None = None
 
     def __post_init__(self) -> None:
@@ -206,6 +208,8 @@ class _Stepper:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.average is not None:
+                self.average.update(network)
             loss_sum += loss.detach()
             correct += (logits.argmax(1) == y).sum()
             bar.update()
@@ -312,12 +316,14 @@ def fit(
     team.share(config.batch_size)  # a mini-batch that does not divide is refused before any work
     model = parallel(network, device) if team.size > 1 else network
     optimizer = make_optimizer(network, config, steps_per_epoch)
+    average = weight_average(network, config.ema)
+    judged = network if average is None else average.network  # what is evaluated and saved
     out_dir = Path(out) if out is not None else None
     result = TrainResult()
     if resume:
         if out_dir is None:
             raise CnnlabError("resuming needs the run's output folder")
-        result = restore(out_dir, network, optimizer)
+        result = restore(out_dir, network, optimizer, average)
     if not team.leader:
         out_dir = None  # read to resume, written by the leader alone
     if out_dir is not None:
@@ -334,10 +340,11 @@ def fit(
         steps_per_epoch,
         device,
         team,
+        average,
         every,
     )
 
-    measure = partial(_shared_accuracy, network, config, team)
+    measure = partial(_shared_accuracy, judged, config, team)
     if starting is not None:
         starting()
     for epoch in range(len(result.history) + 1, config.epochs + 1):
@@ -358,7 +365,7 @@ def fit(
         log(_epoch_line(row, config.epochs, improved))
         if out_dir is not None:
             if improved:
-                network.save(
+                judged.save(
                     out_dir / MODEL,
                     {
                         "dataset": data.name,
@@ -370,7 +377,7 @@ def fit(
                         "test_accuracy": row["test_accuracy"],
                     },
                 )
-            save_checkpoint(out_dir / CHECKPOINT, network, optimizer, config, result)
+            save_checkpoint(out_dir / CHECKPOINT, network, optimizer, config, result, average)
             write_metrics(out_dir, result.history)
     return result
 
