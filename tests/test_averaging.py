@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.averaging import WeightAverage
+from cnnlab.averaging import WeightAverage, weight_average
 from cnnlab.config import TrainConfig
 from cnnlab.data import Splits
+from cnnlab.errors import CnnlabError
 from cnnlab.network import Network
 from cnnlab.predict import accuracy
-from cnnlab.runs import MODEL
-from cnnlab.train import fit
+from cnnlab.runs import CHECKPOINT, MODEL
+from cnnlab.train import StepHook, fit
 
 from .conftest import small_network, small_splits
 
@@ -39,13 +40,38 @@ def test_each_step_moves_every_weight_and_statistic_a_fraction_of_the_way():
     assert any(not v.is_floating_point() for v in average.network.state_dict().values())
 
 
-def test_a_run_with_ema_evaluates_and_saves_the_average_not_the_trained_weights(tmp_path, mnist):
+def test_a_run_with_ema_evaluates_and_saves_the_average_of_its_steps(tmp_path, mnist):
     data = small_splits(mnist, 1000, held_out=500)
     data = Splits(data.train, None, data.test, data.name, data.classes)  # the last epoch is kept
-    config = TrainConfig(epochs=2, batch_size=20, lr=0.05, momentum=0.9, ema=0.95)
-    trained = small_network()
-    result = fit(trained, data, config, out=tmp_path, progress=False, log=lambda line: None)
+    config = TrainConfig(epochs=2, batch_size=20, lr=0.05, momentum=0.9, ema=0.9)
+    trained = small_network(arch=BATCH_NORM_ARCH)
+    by_hand = {k: v.clone() for k, v in trained.state_dict().items()}
+
+    def average_by_hand(step: int, seconds: float) -> None:
+        for name, value in trained.state_dict().items():
+            if value.is_floating_point():
+                by_hand[name].mul_(0.9).add_(value, alpha=0.1)
+            else:
+                by_hand[name].copy_(value)
+
+    every = StepHook(1, average_by_hand)
+    result = fit(
+        trained, data, config, tmp_path, progress=False, log=lambda line: None, every=every
+    )
     saved, meta = Network.load(tmp_path / MODEL)
     assert meta["epoch"] == result.best_epoch == 2
+    for name, value in saved.state_dict().items():
+        assert torch.allclose(value, by_hand[name], atol=1e-6), name
+        assert not torch.equal(value, trained.state_dict()[name]) or not value.is_floating_point()
     assert accuracy(saved, data.test) == pytest.approx(result.test_accuracy)
-    assert accuracy(trained, data.test) != pytest.approx(result.test_accuracy)
+    from_checkpoint, _ = Network.load(tmp_path / CHECKPOINT)  # evaluated as the run did
+    for name, value in from_checkpoint.state_dict().items():
+        assert torch.equal(value, saved.state_dict()[name]), name
+
+
+def test_an_average_that_would_mostly_remember_the_initial_weights_is_refused():
+    network = small_network()
+    assert weight_average(network, 0.0, 100) is None
+    assert weight_average(network, 0.95, 100) is not None  # 0.95¹⁰⁰ ≈ 0.6% of the start left
+    with pytest.raises(CnnlabError, match="would still hold 37% of the initial weights"):
+        weight_average(network, 0.99, 100)

@@ -14,7 +14,7 @@ from cnnlab.predict import accuracy
 from cnnlab.runs import CHECKPOINT, METRICS, MODEL
 from cnnlab.train import fit, learning_rate, make_optimizer
 
-from .conftest import small_network, small_splits
+from .conftest import SMALL_ARCH, small_network, small_splits
 
 
 def quiet(line: str) -> None:
@@ -54,19 +54,26 @@ def tiny(mnist):
     return small_splits(mnist, 500, held_out=1000)
 
 
-@pytest.mark.parametrize(("faithful", "ema"), [(False, 0.0), (True, 0.0), (False, 0.9)])
-def test_resume_equals_uninterrupted_training(tmp_path, tiny, faithful, ema):
+@pytest.mark.parametrize(
+    ("faithful", "ema", "arch"),
+    [
+        (False, 0.0, SMALL_ARCH),
+        (True, 0.0, SMALL_ARCH),
+        (False, 0.75, "conv4x5-bn-pool2-fc16-softmax10"),
+    ],
+)
+def test_resume_equals_uninterrupted_training(tmp_path, tiny, faithful, ema, arch):
     config = TrainConfig(epochs=3, batch_size=25, lr=0.05, momentum=0.9, l2=0.1,
                          faithful=faithful, ema=ema)  # fmt: skip
-    straight = small_network(seed=7)
+    straight = small_network(seed=7, arch=arch)
     full = fit(straight, tiny, config, out=tmp_path / "a", progress=False, log=quiet)
 
-    interrupted = small_network(seed=7)
+    interrupted = small_network(seed=7, arch=arch)
     first = TrainConfig(**{**config.__dict__, "epochs": 1})
     fit(interrupted, tiny, first, out=tmp_path / "b", progress=False, log=quiet)
     killed_mid_save = tmp_path / "b" / f".{CHECKPOINT}.x1y2z3.tmp"  # what a kill -9 leaves
     killed_mid_save.write_bytes(b"half a checkpoint")
-    resumed = small_network(seed=99)  # weights come from the checkpoint
+    resumed = small_network(seed=99, arch=arch)  # weights come from the checkpoint
     result = fit(resumed, tiny, config, out=tmp_path / "b", resume=True, progress=False, log=quiet)
 
     for p, q in zip(straight.parameters(), resumed.parameters()):

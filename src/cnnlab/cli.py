@@ -363,7 +363,7 @@ def _train_run(args: argparse.Namespace, plan: _Plan, team: distributed.World) -
         f" parameters)\n{data.name}: {len(data.classes)} classes, {shape} pictures;"
         f" {len(data.train):,} train, {val}{len(data.test):,} test;"
         f" {_epochs(config.epochs)} of mini-batch {config.batch_size},"
-        f" η={config.lr:g}, λ={config.l2:g} on {device.type}"
+        f" η={config.lr:g}, λ={config.l2:g}{_ema_text(config.ema)} on {device.type}"
         f" ({resolve_precision(config.precision, device)}, {args.kernels} kernels){processes};"
         f" saving to {out}"
     )
@@ -399,6 +399,11 @@ def _train_run(args: argparse.Namespace, plan: _Plan, team: distributed.World) -
 
 def _epochs(n: int) -> str:
     return f"{n} epoch{'s' * (n != 1)}"
+
+
+def _ema_text(decay: float) -> str:
+    """What the header says of a run that evaluates a moving average of its weights."""
+    return f", evaluating the weights' moving average (decay {decay:g})" if decay else ""
 
 
 # ---- ensembles and the chapter's table ------------------------------------------------------

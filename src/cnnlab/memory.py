@@ -1,8 +1,9 @@
 """How much memory training a network needs, worked out from its shapes before anything is built.
 
 Training keeps four numbers per parameter (the weight, its gradient and up to
-two optimizer states) and, per image of a mini-batch, every layer's output
-twice (the value the backward pass needs and its gradient). A network whose
+two optimizer states), a fifth when it keeps the weights' moving average, and,
+per image of a mini-batch, every layer's output twice (the value the backward
+pass needs and its gradient). A network whose
 need exceeds what the machine has free is refused with the numbers, instead of
 failing half-way through allocating.
 """
@@ -23,8 +24,9 @@ COPIES_PER_PARAMETER = 4
 COPIES_PER_ACTIVATION = 2
 
 
-def training_bytes(network: Network, batch_size: int) -> tuple[int, int]:
-    """(bytes for parameters and their training state, bytes of one mini-batch's activations)."""
+def training_bytes(network: Network, batch_size: int, averaged: bool = False) -> tuple[int, int]:
+    """(bytes for parameters and their training state, bytes of one mini-batch's activations);
+    ``averaged``: the run keeps a moving average of the weights too."""
     parameters = sum(row.parameters for row in network.summary_rows())
     outputs = math.prod(network.input_shape)
     for layer in network.layers:
@@ -32,7 +34,7 @@ def training_bytes(network: Network, batch_size: int) -> tuple[int, int]:
         if isinstance(layer, ConvPool):  # its convolution's maps, before pooling
             outputs += math.prod(layer.pool.in_shape)
     return (
-        parameters * BYTES * COPIES_PER_PARAMETER,
+        parameters * BYTES * (COPIES_PER_PARAMETER + averaged),
         outputs * batch_size * BYTES * COPIES_PER_ACTIVATION,
     )
 
@@ -55,9 +57,11 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:,.1f} GB"
 
 
-def check_fits(network: Network, batch_size: int, device: torch.device) -> None:
+def check_fits(
+    network: Network, batch_size: int, device: torch.device, averaged: bool = False
+) -> None:
     """CnnlabError naming the memory needed if training ``network`` cannot fit on ``device``."""
-    weights, activations = training_bytes(network, batch_size)
+    weights, activations = training_bytes(network, batch_size, averaged)
     free = available_bytes(device)
     if weights + activations > free:
         raise CnnlabError(

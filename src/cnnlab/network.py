@@ -35,6 +35,9 @@ INITS = ("default", "network3")
 FORMAT_VERSION = 1
 METADATA_KEY = "cnnlab"
 MAX_DEPTH, MAX_SIDE = 4096, 65_536  # far beyond small images; larger sizes only overflow
+# Names of the tensors in a run's checkpoint: the trained weights, and their moving average
+# (``averaging.py``) when the run keeps one; a saved network's have no prefix.
+WEIGHTS_PREFIX, AVERAGE_PREFIX = "model.", "average."
 
 
 @dataclass(frozen=True)
@@ -284,20 +287,25 @@ class Network(nn.Module):
 
         ``content``, if given, is the file's bytes, already read (by a caller that must
         check where they come from); ``path`` then only names it in messages. With native
-        kernels the network comes laid out channels-last, for fast inference on CPUs.
+        kernels the network comes laid out channels-last, for fast inference on CPUs. From a
+        run's checkpoint it is the network the run evaluates: the weights' moving average
+        when the run keeps one, else the weights.
         """
         tensors, meta = load_tensors(path, content)
         if not isinstance(meta.get("spec"), dict):
             raise CheckpointError(f"{path}: no network spec in this file")
-        weights = {
-            k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")
-        }
+        weights = tensors_named(tensors, AVERAGE_PREFIX) or tensors_named(tensors, WEIGHTS_PREFIX)
         _check_shapes(weights or tensors, meta["spec"], path)
         network = cls.from_spec(meta["spec"], kernels=kernels)
         _check_metadata(meta, network, path)
         _check_weights(weights or tensors, network.state_dict(), path)
         network.load_state_dict(weights or tensors)
         return network.use_channels_last(kernels == "native"), meta
+
+
+def tensors_named(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors whose names start with ``prefix``, named without it."""
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _input_shape(value: Any) -> Shape:

@@ -1,9 +1,10 @@
 """A run folder: its files, its checkpoint, and the one rule for continuing a run.
 
 A run writes, atomically, ``checkpoint.safetensors`` (everything needed to
-resume: weights, optimizer state, settings, history), ``model.safetensors``
-(the best-validation network so far, with the class names, input shape and
-settings) and ``metrics.jsonl`` (a line per finished epoch).
+resume: weights, their moving average if the run keeps one, optimizer state,
+settings, history), ``model.safetensors`` (the best-validation network so far, the
+average if there is one, with the class names, input shape and settings) and
+``metrics.jsonl`` (a line per finished epoch).
 
 Resuming continues a run exactly as if it had not stopped. Only ``epochs``
 (for a constant schedule) and ``device`` may differ from the saved settings;
@@ -24,7 +25,7 @@ from .config import TrainConfig
 from .data import DATASETS
 from .errors import CheckpointError, CnnlabError
 from .files import write_atomically
-from .network import Network, load_tensors, save_tensors
+from .network import WEIGHTS_PREFIX, Network, load_tensors, save_tensors, tensors_named
 from .sgd import Optimizer
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -85,7 +86,8 @@ def save_checkpoint(
 ) -> None:
     """Everything a run needs to continue: weights, their average, optimizer state, settings,
     history."""
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in network.state_dict().items()}
+    state = network.state_dict()
+    tensors = {WEIGHTS_PREFIX + k: v.detach().contiguous().cpu() for k, v in state.items()}
     if average is not None:
         tensors.update(average.tensors())
     optim_tensors, optim_meta = _optimizer_to_tensors(optimizer)
@@ -167,7 +169,7 @@ def restore(
     if spec != network.spec():
         raise CheckpointError(f"{out}: the saved run is of a different network")
     try:
-        network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        network.load_state_dict(tensors_named(tensors, WEIGHTS_PREFIX))
         optimizer.load_state_dict(_optimizer_from_tensors(tensors, meta["optimizer"]))
         if average is not None:
             average.load(tensors)

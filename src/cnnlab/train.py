@@ -5,7 +5,9 @@ mini-batches gathered by index from uint8 images already on the device (each
 batch turned into floats in [0, 1] as it is used, so the data set takes a
 quarter of the memory and a memory-mapped folder is never copied whole), then
 measure validation and test accuracy. The reported result follows the chapter:
-the test accuracy at the epoch of best validation accuracy.
+the test accuracy at the epoch of best validation accuracy. A run with ``ema``
+measures and saves the moving average of the weights (``averaging.py``) instead
+of the weights it trains; the loss and training accuracy are the trained ones'.
 
 L2 regularisation means what it meant in network3.py: the cost is
 C = mean log-likelihood + λ/(2·B)·Σw² over weights only (not biases), with B the
@@ -78,7 +80,8 @@ def new_network(spec: dict[str, Any], config: TrainConfig, kernels: str = "nativ
     Its memory needs are checked from the shapes first: a network that cannot be
     trained here is refused before any of its weights are allocated.
     """
-    check_fits(Network.shapes_only(spec), config.batch_size, pick_device(config.device))
+    device = pick_device(config.device)
+    check_fits(Network.shapes_only(spec), config.batch_size, device, averaged=config.ema > 0)
     return Network.create(spec, config.seed, config.faithful, kernels, config.init)
 
 
@@ -285,6 +288,9 @@ def fit(
 
     In a process group (torchrun, see ``distributed.py``) every process calls this alike
     and they train one network together; only the first writes ``out`` and logs.
+
+    ``network`` ends with the trained weights; with ``config.ema`` the result and the saved
+    model are those of their average, and ``every`` hooks still see ``network``.
     """
     config.check()
     keep_freed_memory()
@@ -316,7 +322,7 @@ def fit(
     team.share(config.batch_size)  # a mini-batch that does not divide is refused before any work
     model = parallel(network, device) if team.size > 1 else network
     optimizer = make_optimizer(network, config, steps_per_epoch)
-    average = weight_average(network, config.ema)
+    average = weight_average(network, config.ema, steps_per_epoch * config.epochs)
     judged = network if average is None else average.network  # what is evaluated and saved
     out_dir = Path(out) if out is not None else None
     result = TrainResult()
