@@ -21,8 +21,9 @@ from .test_folder import make_folder
 
 # batch norm after a conv and an fc layer: its statistics must be the whole mini-batch's
 ARCH = "conv6x3p1-bn-pool2-fc16-bn-softmax3"
-# no random augmentation or dropout: with them, processes draw their own random numbers
-RUN = ["--arch", ARCH, "--batch-size", "24", "--lr", "0.05", "--momentum", "0.9",
+# no random augmentation or dropout: with them, processes draw their own random numbers; a
+# moving average of the weights, which every process keeps alike and the checkpoint holds
+RUN = ["--arch", ARCH, "--batch-size", "24", "--lr", "0.05", "--momentum", "0.9", "--ema", "0.3",
        "--precision", "fp32", "--split", "standard", "--validation", "0", "--quiet"]  # fmt: skip
 HERE = Path(__file__).parent
 
@@ -51,7 +52,11 @@ def torchrun(tmp_path: Path, *argv, processes: int = 2) -> subprocess.CompletedP
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in load_file(run / "checkpoint.safetensors").items() if "model." in k}
+    """The run's weights and their average, as its checkpoint holds them."""
+    tensors = load_file(run / "checkpoint.safetensors").items()
+    named = {k: v for k, v in tensors if k.startswith(("model.", "average."))}
+    assert any(k.startswith("average.") for k in named)
+    return named
 
 
 def assert_close(a: dict, b: dict, tolerance: float) -> None:
