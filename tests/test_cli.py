@@ -124,10 +124,6 @@ def test_train_prints_test_accuracy_last(capsys, tmp_path, mnist):
         (["train", "--augment", "crop,mirror"], "unknown augmentation 'mirror'"),
         (["train", "--tta", "sideways"], "invalid choice"),
         (["train", "--ema", "1"], "ema must be in [0, 1)"),
-        (
-            ["train", "--train-subset", "500", "--epochs", "1", "--ema", "0.999"],
-            "--ema 0.01 or less",
-        ),
         (["data", "fetch", "cifar10", "--from", "/no/such/file.tar.gz"], "no such file or folder"),
         (["data", "info", "/no/such/folder"], "no such folder"),
         (["predict", "/no/such/model.safetensors", "x.png", "--top", "0"], "--top must be"),

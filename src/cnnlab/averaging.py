@@ -5,22 +5,20 @@ weights (batch-norm statistics included), so it remembers the last 1/(1 − deca
 steps or so and smooths out the noise of the last steps' gradients. A run with
 ``ema`` evaluates and saves the average instead of the weights it trains.
 
-The average starts from the initial weights, whose share after T steps is decayᵀ:
-a decay that would still leave 1% of them at the end of the run is refused.
+Early on the decay is held at (1 + t)/(10 + t) after t steps (as timm's model EMA
+warms up), so the average forgets its starting point at once: left at the initial
+weights and statistics, a slowly moving average would keep, say, the initial
+variance 1 of a batch norm whose maps vary by 0.01, and answer at chance for
+thousands of steps.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from .errors import CnnlabError
 from .network import AVERAGE_PREFIX, Network, tensors_named
-
-LARGEST_START_SHARE = 0.01  # of the initial weights, left in the average at the run's end
 
 
 class WeightAverage:
@@ -32,13 +30,15 @@ class WeightAverage:
         copy.load_state_dict(network.state_dict())
         device = next(network.parameters()).device
         self.network = copy.to(device).use_channels_last(network.channels_last).eval()
-        self._move = get_ema_multi_avg_fn(decay)
+        self.decay = decay
 
-    def update(self, network: Network) -> None:
-        """Move the average towards ``network``'s weights and statistics; counters are copied."""
+    def update(self, network: Network, step: int) -> None:
+        """Move the average towards ``network``'s weights and statistics after step ``step``
+        (0 for the first) of the run; counters are copied."""
+        move = get_ema_multi_avg_fn(min(self.decay, (1 + step) / (10 + step)))
         averaged, trained = self.network.state_dict(), network.state_dict()
         floats = [name for name, t in averaged.items() if t.is_floating_point()]
-        self._move([averaged[n] for n in floats], [trained[n] for n in floats], None)
+        move([averaged[n] for n in floats], [trained[n] for n in floats], None)
         for name, value in averaged.items():
             if not value.is_floating_point():
                 value.copy_(trained[name])
@@ -53,14 +53,6 @@ class WeightAverage:
         self.network.load_state_dict(tensors_named(tensors, AVERAGE_PREFIX))
 
 
-def weight_average(network: Network, decay: float, steps: int) -> WeightAverage | None:
-    """The average a run of ``steps`` steps with ``ema = decay`` keeps, None for decay 0."""
-    if not decay:
-        return None
-    if decay**steps > LARGEST_START_SHARE:
-        longest = LARGEST_START_SHARE ** (1 / steps)
-        raise CnnlabError(
-            f"--ema {decay:g} would still hold {decay**steps:.0%} of the initial weights after"
-            f" this run's {steps:,} steps: use --ema {math.floor(longest * 1e4) / 1e4:g} or less"
-        )
-    return WeightAverage(network, decay)
+def weight_average(network: Network, decay: float) -> WeightAverage | None:
+    """The average a run with ``ema = decay`` keeps, None when it keeps none (decay 0)."""
+    return WeightAverage(network, decay) if decay else None

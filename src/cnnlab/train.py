@@ -211,14 +211,14 @@ class _Stepper:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            done = (epoch - 1) * self.steps_per_epoch + step + 1
             if self.average is not None:
-                self.average.update(network)
+                self.average.update(network, done - 1)
             loss_sum += loss.detach()
             correct += (logits.argmax(1) == y).sum()
             bar.update()
             if progress and step % 100 == 0:
                 bar.set_postfix_str(f"loss {loss.item():.4f}")
-            done = (epoch - 1) * self.steps_per_epoch + step + 1
             if self.every is not None and done % self.every.steps == 0:
                 started = self._call_hook(self.every, done, started)
         self._clock(started)
@@ -322,7 +322,7 @@ def fit(
     team.share(config.batch_size)  # a mini-batch that does not divide is refused before any work
     model = parallel(network, device) if team.size > 1 else network
     optimizer = make_optimizer(network, config, steps_per_epoch)
-    average = weight_average(network, config.ema, steps_per_epoch * config.epochs)
+    average = weight_average(network, config.ema)
     judged = network if average is None else average.network  # what is evaluated and saved
     out_dir = Path(out) if out is not None else None
     result = TrainResult()
