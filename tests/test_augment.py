@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cnnlab.augment import (
     CHAPTER_SHIFTS,
     DISTORTIONS,
     Distortion,
+    affine_grid,
     augmentation_names,
     augmenter,
     colour_jitter,
@@ -60,6 +62,14 @@ def test_distortions_keep_shape_and_range_and_repeat_under_a_seed(mnist, name):
     assert not torch.allclose(a, x)
     # the digit survives: most of its ink is still there
     assert (a.sum((1, 2, 3)) / x.sum((1, 2, 3))).min() > 0.7
+
+
+@pytest.mark.parametrize("shape", [(5, 28, 28), (3, 20, 33), (1, 1, 7)])
+def test_affine_grid_matches_torchs(shape):
+    n, h, w = shape
+    theta = torch.eye(2, 3) + 0.3 * torch.randn(n, 2, 3, generator=torch.Generator().manual_seed(h))
+    expected = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    assert torch.allclose(affine_grid(theta, h, w), expected, atol=1e-6)
 
 
 def test_no_distortion_is_the_identity(mnist):

@@ -109,6 +109,19 @@ def _elastic_offsets(n: int, h: int, w: int, d: Distortion, like: Tensor) -> Ten
     return field * torch.tensor([2 / w, 2 / h], device=like.device, dtype=like.dtype)
 
 
+def affine_grid(theta: Tensor, h: int, w: int) -> Tensor:
+    """``F.affine_grid(theta, (N, C, h, w), align_corners=False)``, by broadcasting.
+
+    Equal to it to rounding, and about ten times faster on CPU for MNIST batches, where
+    torch's version (a batched matmul against a base grid) costs more than the sampling.
+    """
+    xs = (torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1
+    ys = ((torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1).view(h, 1)
+    t = theta[..., None, None]  # (N, 2, 3, 1, 1)
+    grid = t[:, :, 0] * xs + (t[:, :, 1] * ys + t[:, :, 2])  # (N, 2, h, w): x and y to sample
+    return grid.permute(0, 2, 3, 1)
+
+
 def distort(images: Tensor, d: Distortion) -> Tensor:
     """A randomly distorted copy of a float batch (N, C, H, W); values stay within their range."""
     n, _, h, w = images.shape
@@ -122,7 +135,7 @@ def distort(images: Tensor, d: Distortion) -> Tensor:
         ],
         1,
     )
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grid = affine_grid(theta, h, w)
     if d.elastic_pixels > 0:
         grid = grid + _elastic_offsets(n, h, w, d, images)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
