@@ -64,7 +64,7 @@ def test_distortions_keep_shape_and_range_and_repeat_under_a_seed(mnist, name):
     assert (a.sum((1, 2, 3)) / x.sum((1, 2, 3))).min() > 0.7
 
 
-@pytest.mark.parametrize("shape", [(5, 28, 28), (3, 20, 33), (1, 1, 7)])
+@pytest.mark.parametrize("shape", [(5, 28, 28), (3, 20, 33), (1, 1, 7), (2, 7, 1), (1, 1, 1)])
 def test_affine_grid_matches_torchs(shape):
     n, h, w = shape
     theta = torch.eye(2, 3) + 0.3 * torch.randn(n, 2, 3, generator=torch.Generator().manual_seed(h))
