@@ -196,10 +196,8 @@ def summarise(traces: list[Trace], baseline: str) -> dict:
 
 
 def print_table(summary: dict, baseline: str) -> None:
-    print(
-        f"\ntime to first reach each test accuracy (median [min–max] over seeds; ratio ="
-        f" {baseline} / contestant, seed by seed)"
-    )
+    ratio = f"; ratio = {baseline} / contestant, seed by seed" if baseline in summary else ""
+    print(f"\ntime to first reach each test accuracy (median [min–max] over seeds{ratio})")
     header = f"{'contestant':<14}" + "".join(f"{f'{t:.1%}':>30}" for t in TARGETS)
     print(header + f"{'final acc.':>14}{'eval s':>8}")
     for name, entry in summary.items():
