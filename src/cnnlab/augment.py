@@ -112,7 +112,8 @@ def _elastic_offsets(n: int, h: int, w: int, d: Distortion, like: Tensor) -> Ten
 def affine_grid(theta: Tensor, h: int, w: int) -> Tensor:
     """``F.affine_grid(theta, (N, C, h, w), align_corners=False)``, by broadcasting.
 
-    Equal to it to rounding, and about ten times faster on CPU for MNIST batches, where
+    Equal to it to rounding, and several times faster on CPU for MNIST batches (see
+    benchmarks/augment.py), where
     torch's version (a batched matmul against a base grid) costs more than the sampling.
     """
 
