@@ -113,8 +113,8 @@ def affine_grid(theta: Tensor, h: int, w: int) -> Tensor:
     """``F.affine_grid(theta, (N, C, h, w), align_corners=False)``, by broadcasting.
 
     Equal to it to rounding, and several times faster on CPU for MNIST batches (see
-    benchmarks/augment.py), where
-    torch's version (a batched matmul against a base grid) costs more than the sampling.
+    benchmarks/augment.py), where torch's version (a batched matmul against a base grid)
+    costs more than the sampling.
     """
 
     def centres(n: int) -> Tensor:  # of n pixels, in grid units (-1 … 1 across the side)
