@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,8 @@ from cnnlab.augment import (
     CHAPTER_SHIFTS,
     DISTORTIONS,
     Distortion,
+    _gaussian_kernel,
+    _smoothing_matrix,
     affine_grid,
     augmentation_names,
     augmenter,
@@ -62,6 +65,26 @@ def test_distortions_keep_shape_and_range_and_repeat_under_a_seed(mnist, name):
     assert not torch.allclose(a, x)
     # the digit survives: most of its ink is still there
     assert (a.sum((1, 2, 3)) / x.sum((1, 2, 3))).min() > 0.7
+
+
+@pytest.mark.parametrize("side", [1, 2, 5, 28])
+def test_elastic_smoothing_is_a_gaussian_blur_with_reflected_borders(side):
+    """The blur matrix against NumPy's reflect padding and convolution, also for sides shorter
+    than the Gaussian's radius (12 pixels at σ 4), where the border reflects more than once."""
+    values = torch.randn(side, dtype=torch.float64, generator=torch.Generator().manual_seed(side))
+    g = _gaussian_kernel(4.0, values).numpy()
+    radius = len(g) // 2
+    expected = np.convolve(np.pad(values.numpy(), radius, mode="reflect"), g, mode="valid")
+    blurred = _smoothing_matrix(side, 4.0, values) @ values
+    np.testing.assert_allclose(blurred.numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 8, 8), (2, 1, 5, 12), (1, 1, 1, 1)])
+def test_elastic_distortion_works_on_pictures_smaller_than_its_gaussian(shape):
+    x = torch.rand(shape)
+    out = distort(x, DISTORTIONS["elastic"])
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1
 
 
 @pytest.mark.parametrize("shape", [(5, 28, 28), (3, 20, 33), (1, 1, 7), (2, 7, 1), (1, 1, 1)])

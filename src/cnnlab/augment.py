@@ -96,14 +96,36 @@ def _gaussian_kernel(sigma: float, like: Tensor) -> Tensor:
     return g / g.sum()
 
 
+def _reflected(positions: Tensor, n: int) -> Tensor:
+    """Positions beyond 0 … n−1 mirrored back in, as ``F.pad(mode="reflect")`` does (the edge
+    not repeated), however far out: pictures smaller than the Gaussian bounce more than once."""
+    if n == 1:
+        return torch.zeros_like(positions)
+    period = 2 * (n - 1)
+    positions = positions.remainder(period)
+    return torch.where(positions < n, positions, period - positions)
+
+
+def _smoothing_matrix(n: int, sigma: float, like: Tensor) -> Tensor:
+    """The (n, n) matrix of a Gaussian blur along one side with reflected borders.
+
+    One matrix product blurs every row of a batch at once: several times faster on a CPU
+    than a one-channel convolution of the padded field, and defined for any side.
+    """
+    g = _gaussian_kernel(sigma, like)
+    radius = len(g) // 2
+    taps = torch.arange(-radius, radius + 1, device=like.device)
+    sources = _reflected(torch.arange(n, device=like.device)[:, None] + taps, n)
+    blur = torch.zeros(n, n, device=like.device, dtype=like.dtype)
+    return blur.scatter_add_(1, sources, g.expand(n, -1))
+
+
 def _elastic_offsets(n: int, h: int, w: int, d: Distortion, like: Tensor) -> Tensor:
     """A random field, smoothed by a separable Gaussian, at most ``elastic_pixels`` long."""
-    field = torch.rand(n * 2, 1, h, w, device=like.device, dtype=like.dtype) * 2 - 1
-    g = _gaussian_kernel(d.elastic_sigma, like)
-    pad = len(g) // 2
-    field = F.conv2d(F.pad(field, (pad, pad, 0, 0), mode="reflect"), g.view(1, 1, 1, -1))
-    field = F.conv2d(F.pad(field, (0, 0, pad, pad), mode="reflect"), g.view(1, 1, -1, 1))
-    field = field / field.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    field = torch.rand(n * 2, h, w, device=like.device, dtype=like.dtype) * 2 - 1
+    across = _smoothing_matrix(w, d.elastic_sigma, like)
+    field = _smoothing_matrix(h, d.elastic_sigma, like) @ field @ across.t()
+    field = field / field.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1)
     field = field.view(n, 2, h, w).permute(0, 2, 3, 1) * d.elastic_pixels
     # pixels → grid units (the grid spans 2 across W and H)
     return field * torch.tensor([2 / w, 2 / h], device=like.device, dtype=like.dtype)
@@ -148,17 +170,20 @@ def distort(images: Tensor, d: Distortion) -> Tensor:
 # ---- natural pictures -----------------------------------------------------------------------
 def random_crop(images: Tensor, padding: int | None = None) -> Tensor:
     """Each image zero-padded by ``padding`` (default: an eighth of the side), then a random
-    window of the original size cut from it: a random shift of up to ``padding`` pixels."""
+    window of the original size cut from it: a random shift of up to ``padding`` pixels.
+
+    The windows are read with one gather over each padded map's pixels in a row: an index
+    per output pixel, shared by the channels (indexing four ways at once costs twice as much).
+    """
     n, c, h, w = images.shape
     pad = max(1, round(min(h, w) / 8)) if padding is None else padding
     padded = F.pad(images, (pad, pad, pad, pad))
     top = torch.randint(0, 2 * pad + 1, (n, 1), device=images.device)
     left = torch.randint(0, 2 * pad + 1, (n, 1), device=images.device)
-    rows = (top + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (left + torch.arange(w, device=images.device))[:, None, None, :]
-    batch = torch.arange(n, device=images.device)[:, None, None, None]
-    channel = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows, cols]
+    rows = (top + torch.arange(h, device=images.device))[:, :, None]
+    cols = (left + torch.arange(w, device=images.device))[:, None, :]
+    pixels = (rows * (w + 2 * pad) + cols).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.view(n, c, -1).gather(2, pixels).view(n, c, h, w)
 
 
 def random_flip(images: Tensor) -> Tensor:
