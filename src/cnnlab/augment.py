@@ -172,8 +172,9 @@ def random_crop(images: Tensor, padding: int | None = None) -> Tensor:
     """Each image zero-padded by ``padding`` (default: an eighth of the side), then a random
     window of the original size cut from it: a random shift of up to ``padding`` pixels.
 
-    The windows are read with one gather over each padded map's pixels in a row: an index
-    per output pixel, shared by the channels (indexing four ways at once costs twice as much).
+    The windows are read with one gather over each padded map's pixels in a row, one index
+    per output pixel shared by the channels: on a CPU about five times faster than indexing
+    batch, channel, row and column at once (docs/performance.md).
     """
     n, c, h, w = images.shape
     pad = max(1, round(min(h, w) / 8)) if padding is None else padding
